@@ -1,0 +1,14 @@
+"""Shared type aliases, used across the layers so every module speaks the same words."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+Key: TypeAlias = int | float | str
+"""A primary key value, as it appears in a record (``1``, ``"abc"``)."""
+
+Record: TypeAlias = dict[str, Any]
+"""A record as Python sees it: attribute name → value."""
+
+Version: TypeAlias = int
+"""A 64-bit hybrid-logical-clock timestamp: a write's version and its audit key."""
