@@ -1,0 +1,1 @@
+"""HTTP: the RSGI application, the REST adapter and problem responses."""

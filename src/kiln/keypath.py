@@ -1,0 +1,51 @@
+"""Primary keys as URL paths (and, later, MQTT topic levels).
+
+Integer keys are written in decimal; inside string keys ``%`` and ``/`` are
+percent-encoded, so a generated URL always names exactly its key. The HTTP
+server hands kiln paths already percent-decoded (``a%2Fb`` arrives as ``a/b``),
+so everything after ``/Table/`` is the key, slashes included.
+
+>>> key_to_segment("a/b%c")
+'a%2Fb%25c'
+>>> parse_key("a/b%c", "String")
+'a/b%c'
+>>> parse_key("42", "Int")
+42
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from kiln.types import Key
+
+_INTEGER_TYPES = frozenset({"Int", "Long", "BigInt"})
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def key_to_segment(key: Key) -> str:
+    """The path segment that names ``key``."""
+    if isinstance(key, str):
+        return key.replace("%", "%25").replace("/", "%2F")
+    if isinstance(key, float) and key.is_integer():
+        return str(int(key))
+    return str(key)
+
+
+def parse_key(text: str, key_type: str) -> Key:
+    """The key written as (already decoded) ``text``, as ``key_type`` declares it.
+
+    Raises:
+        ValueError: ``text`` is not a value of ``key_type``.
+    """
+    if key_type in _INTEGER_TYPES:
+        if not _INTEGER.fullmatch(text):
+            raise ValueError(f"{text!r} is not a whole number")
+        return int(text)
+    if key_type == "Float":
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(f"{text!r} is not a finite number")
+        return number
+    return text

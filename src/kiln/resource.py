@@ -1,0 +1,245 @@
+"""The Resource seam: one method table that every protocol calls.
+
+A protocol adapter turns a request into a :class:`RequestTarget` and calls
+:func:`invoke`, which asks the resource's permission hook and then its method.
+A method returns a value (200), an iterator (streamed), ``None`` (404 for a read,
+204 for a write) or a :class:`Response` for full control, and raises the errors
+of :mod:`kiln.errors`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from kiln.errors import BadRequest, Forbidden, MethodNotAllowed
+from kiln.keypath import key_to_segment
+from kiln.query import Query
+from kiln.schema import Schema, TableDef
+from kiln.storage.database import Database
+from kiln.storage.operations import Delete, Insert, Operation, Patch, Put
+from kiln.storage.writer import Writer
+from kiln.types import Key, Record, Version
+from kiln.validation import validate_record
+
+SEAM_METHODS = ("get", "put", "post", "patch", "delete")
+"""The methods of the seam that HTTP reaches, in the order ``Allow`` lists them."""
+
+PERMISSION_OF = {
+    "get": "allow_read",
+    "put": "allow_update",
+    "post": "allow_insert",
+    "patch": "allow_update",
+    "delete": "allow_delete",
+}
+"""Which permission hook guards each seam method."""
+
+_SCAN_CHUNK = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Who is asking and with which headers; ``response_headers`` collects headers to send."""
+
+    user: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    response_headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTarget:
+    """What a request points at.
+
+    ``id`` is the record's key, or None for the collection (``is_collection``) or
+    the resource itself. ``if_version`` carries an ``If-Match`` precondition.
+    """
+
+    path: str
+    id: Key | None
+    is_collection: bool
+    query: Query
+    context: Context
+    if_version: Version | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A result with its status and headers chosen by the resource; ``body`` is encoded."""
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+class Resource:
+    """The base of every endpoint. Define any of the seam methods, sync or async.
+
+    Permission hooks return True here; tables get theirs from roles.
+    """
+
+    path: ClassVar[str] = ""
+
+    def allow_read(self, target: RequestTarget) -> bool:
+        """May ``target.context.user`` read this?"""
+        return True
+
+    def allow_insert(self, target: RequestTarget) -> bool:
+        """May ``target.context.user`` create records here?"""
+        return True
+
+    def allow_update(self, target: RequestTarget) -> bool:
+        """May ``target.context.user`` change records here?"""
+        return True
+
+    def allow_delete(self, target: RequestTarget) -> bool:
+        """May ``target.context.user`` delete records here?"""
+        return True
+
+    def allowed_methods(self, target: RequestTarget) -> tuple[str, ...]:
+        """The HTTP methods this resource answers at ``target``, as ``Allow`` lists them."""
+        methods = [name.upper() for name in SEAM_METHODS if callable(getattr(self, name, None))]
+        if "GET" in methods:
+            methods.insert(methods.index("GET") + 1, "HEAD")
+        return (*methods, "OPTIONS")
+
+
+async def invoke(resource: Resource, method: str, target: RequestTarget, data: Any = None) -> Any:
+    """Call ``method`` of ``resource`` after its permission hook; await it if it is async.
+
+    Raises:
+        MethodNotAllowed: the resource does not define ``method``.
+        Forbidden: the permission hook said no.
+    """
+    handler = getattr(resource, method, None)
+    if handler is None or method not in SEAM_METHODS:
+        raise MethodNotAllowed(
+            f"{target.path} does not answer {method.upper()}",
+            allow=resource.allowed_methods(target),
+        )
+    hook = PERMISSION_OF[method]
+    if not getattr(resource, hook)(target):
+        raise Forbidden(f"{hook.removeprefix('allow_')} is not allowed on {target.path}")
+    result = handler(target) if method in ("get", "delete") else handler(target, data)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class Table(Resource):
+    """A table of the schema served as a resource: records by key, the collection, writes.
+
+    One instance serves every request; it holds no per-request state.
+    """
+
+    definition: ClassVar[TableDef]
+    schema: ClassVar[Schema]
+    database: ClassVar[Database]
+    writer: ClassVar[Writer]
+
+    def get(self, target: RequestTarget) -> Record | Iterator[Record] | None:
+        """The record at ``target.id``, or the collection's records as a stream."""
+        if target.is_collection:
+            return self._records(target.query)
+        with self.database.read() as txn:
+            found = self.database.tables[self.definition.name].get(txn, target.id)
+        if found is None:
+            return None
+        version, record = found
+        target.context.response_headers["ETag"] = f'"{version}"'
+        return record
+
+    async def put(self, target: RequestTarget, data: Any) -> None:
+        """Replace the record at ``target.id`` with ``data`` (creating it if absent)."""
+        key = self._record_key(target, "PUT")
+        record = self._validated(data, key, partial=False)
+        await self._write(Put(self.definition.name, key, record, target.if_version), target)
+
+    async def post(self, target: RequestTarget, data: Any) -> Response:
+        """Create a record in the collection, with the key from ``data`` or a generated one."""
+        if not target.is_collection:
+            raise MethodNotAllowed(
+                f"POST creates records at the collection URL /{self.path}/, "
+                f"not at {target.path}; use PUT to write one record",
+                allow=self.allowed_methods(target),
+            )
+        record = self._validated(data, None, partial=False)
+        key = record.pop(self.definition.primary_key, None)
+        [result] = await self._write(Insert(self.definition.name, key, record), target)
+        location = f"/{self.path}/{key_to_segment(result.key)}"
+        return Response(201, {"Location": location, "ETag": f'"{result.version}"'}, result.record)
+
+    async def patch(self, target: RequestTarget, data: Any) -> None:
+        """Merge the attributes in ``data`` into the stored record at ``target.id``."""
+        key = self._record_key(target, "PATCH")
+        changes = self._validated(data, key, partial=True)
+        changes.pop(self.definition.primary_key, None)
+        await self._write(Patch(self.definition.name, key, changes, target.if_version), target)
+
+    async def delete(self, target: RequestTarget) -> None:
+        """Delete the record at ``target.id``."""
+        key = self._record_key(target, "DELETE")
+        await self._write(Delete(self.definition.name, key, target.if_version), target)
+
+    def _records(self, query: Query) -> Iterator[Record]:
+        """Stream the records in key order, one short read transaction per chunk."""
+        store = self.database.tables[self.definition.name]
+        skip, remaining = query.start, None if query.end is None else query.end - query.start
+        after: bytes | None = None
+        while remaining is None or remaining > 0:
+            with self.database.read() as txn:
+                chunk = store.scan(txn, after, _SCAN_CHUNK)
+            if not chunk:
+                return
+            after = chunk[-1][0]
+            records = [record for _key, record in chunk[skip:]]
+            skip = max(0, skip - len(chunk))
+            if remaining is not None:
+                records = records[:remaining]
+                remaining -= len(records)
+            yield from records
+
+    def _record_key(self, target: RequestTarget, method: str) -> Key:
+        if target.id is None:
+            raise MethodNotAllowed(
+                f"{method} needs a record URL like /{self.path}/<id>, not the collection",
+                allow=self.allowed_methods(target),
+            )
+        return target.id
+
+    def _validated(self, data: Any, key: Key | None, *, partial: bool) -> Record:
+        record = validate_record(self.definition, self.schema, data, partial=partial)
+        primary_key = self.definition.primary_key
+        if key is not None and primary_key in record and record[primary_key] != key:
+            raise BadRequest(
+                f"the body's {primary_key} ({record[primary_key]!r}) differs from the URL's "
+                f"({key!r}); leave it out or make them match"
+            )
+        return record
+
+    async def _write(self, operation: Operation, target: RequestTarget) -> list[Any]:
+        receipt = await self.writer.execute([operation], target.context.user)
+        return receipt.results
+
+    def allowed_methods(self, target: RequestTarget) -> tuple[str, ...]:
+        """A collection answers reads and POST; a record answers reads and the other writes."""
+        if target.is_collection:
+            return ("GET", "HEAD", "POST", "OPTIONS")
+        return ("GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def table_class(definition: TableDef, schema: Schema, database: Database, writer: Writer) -> type:
+    """A :class:`Table` subclass bound to one table's storage, named after the table."""
+    return type(
+        definition.name,
+        (Table,),
+        {
+            "__doc__": f"The {definition.name} table.",
+            "path": definition.export_name or definition.name,
+            "definition": definition,
+            "schema": schema,
+            "database": database,
+            "writer": writer,
+        },
+    )

@@ -1,0 +1,52 @@
+"""Run a loaded application: the HTTP server on kiln's own asyncio loop, stopped by signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+from granian.constants import Interfaces
+from granian.server.embed import Server
+
+from kiln.app import App
+from kiln.http.rest import RestHandler
+
+log = logging.getLogger("kiln")
+
+
+def banner(app: App) -> str:
+    """The start-up text: where the app is served and one line per exported table."""
+    http = app.config.http
+    lines = [f"kiln serving {app.directory} at http://{http.host}:{http.port}/"]
+    for route, resource in app.routes.items():
+        lines.append(f"  /{route}/  {type(resource).__name__} records")
+    if not app.routes:
+        lines.append("  (no table has @export, so no route serves records)")
+    lines.append(f"  data in {app.config.storage.path}")
+    lines.extend(f"  warning: {warning}" for warning in app.config.warnings)
+    return "\n".join(lines)
+
+
+async def serve(app: App, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, then commit pending writes and close it."""
+    http = app.config.http
+    server = Server(
+        RestHandler(app),
+        address=http.host,
+        port=http.port,
+        interface=Interfaces.RSGI,
+        log_enabled=False,
+        backlog=1024,
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, server.stop)
+    if on_ready is not None:
+        loop.call_soon(on_ready)
+    try:
+        await server.serve()
+    finally:
+        app.close()
+        log.info("stopped; every acknowledged write is on disk")

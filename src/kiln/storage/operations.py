@@ -1,0 +1,161 @@
+"""Write operations, and how each one is applied inside the writer's transaction.
+
+Operations are plain data, so a request can describe its writes, hand them to
+the writer thread and have them applied against the newest state there: a
+``Patch`` merges onto the latest record and an ``if_version`` precondition is
+checked at the moment of the write, not when the request arrived.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+
+from kiln.errors import Conflict, NotFound, PreconditionFailed
+from kiln.schema import TableDef
+from kiln.storage.audit import AuditEntry, Kind
+from kiln.storage.clock import version_millis
+from kiln.storage.database import Database
+from kiln.storage.table import TableStore
+from kiln.types import Key, Record, Version
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Replace (or create) the whole record at ``key``."""
+
+    table: str
+    key: Key
+    record: Record
+    if_version: Version | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """Create a record; ``key`` None means generate one. An existing key is a conflict."""
+
+    table: str
+    key: Key | None
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """Merge ``changes`` into the stored record at ``key``, which must exist."""
+
+    table: str
+    key: Key
+    changes: Record
+    if_version: Version | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete the record at ``key``, which must exist."""
+
+    table: str
+    key: Key
+    if_version: Version | None = None
+
+
+Operation = Put | Insert | Patch | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one operation did: the key, the new version, the record after it (None if deleted)."""
+
+    key: Key
+    version: Version
+    record: Record | None
+    created: bool
+
+
+def _server_time(definition: TableDef, attribute: str, version: Version) -> Any:
+    millis = version_millis(version)
+    type_name = definition.attributes[attribute].type.name
+    if type_name == "Date":
+        return datetime.datetime.fromtimestamp(millis / 1000, tz=datetime.UTC)
+    return float(millis) if type_name == "Float" else millis
+
+
+def _stamped(
+    definition: TableDef, record: Record, previous: Record | None, version: Version
+) -> Record:
+    """``record`` with the server-set time attributes filled in."""
+    created = definition.created_time
+    if created is not None:
+        record[created] = (
+            previous[created]
+            if previous is not None and created in previous
+            else _server_time(definition, created, version)
+        )
+    updated = definition.updated_time
+    if updated is not None:
+        record[updated] = _server_time(definition, updated, version)
+    return record
+
+
+def _check_version(
+    definition: TableDef, key: Key, stored: Version | None, expected: Version | None
+) -> None:
+    if expected is not None and stored != expected:
+        found = "does not exist" if stored is None else f"is at version {stored}"
+        raise PreconditionFailed(
+            f"{definition.name} {key!r} {found}, not at version {expected}; "
+            "read it again and retry with its current ETag"
+        )
+
+
+def _generated_key(store: TableStore, txn: lmdb.Transaction) -> Key:
+    if store.definition.primary_key_type in ("ID", "String"):
+        return str(uuid.uuid4())
+    return store.next_integer_key(txn)
+
+
+def apply(
+    database: Database, txn: lmdb.Transaction, operation: Operation, user: str | None
+) -> tuple[WriteResult, AuditEntry]:
+    """Apply one operation in ``txn`` and append its audit entry; raise if it cannot apply."""
+    store = database.tables[operation.table]
+    definition = store.definition
+    key = operation.key
+    if key is None:
+        key = _generated_key(store, txn)
+    current = store.get(txn, key)
+    stored_version, previous = current if current is not None else (None, None)
+    if not isinstance(operation, Insert):
+        _check_version(definition, key, stored_version, operation.if_version)
+    version = database.clock.now()
+    kind: Kind = "put"
+    patch = None
+    if isinstance(operation, Delete):
+        if previous is None:
+            raise NotFound(f"{definition.name} {key!r} does not exist")
+        store.remove(txn, key, previous)
+        record = None
+        kind = "delete"
+    else:
+        if isinstance(operation, Insert) and previous is not None:
+            raise Conflict(
+                f"{definition.name} {key!r} already exists; "
+                "use PUT to replace it or leave the key out to generate one"
+            )
+        if isinstance(operation, Patch):
+            if previous is None:
+                raise NotFound(f"{definition.name} {key!r} does not exist; PUT creates it")
+            record = {**previous, **operation.changes}
+            kind, patch = "patch", dict(operation.changes)
+        else:
+            record = dict(operation.record)
+        record[definition.primary_key] = key
+        record = _stamped(definition, record, previous, version)
+        store.store(txn, key, version, record, previous)
+    entry = AuditEntry(version, definition.name, key, kind, record, patch, user)
+    database.audit.append(txn, entry)
+    result = WriteResult(key, version, record, created=previous is None and record is not None)
+    return result, entry

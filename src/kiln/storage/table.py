@@ -1,0 +1,117 @@
+"""A table's stores: its records by primary key and one index per ``@indexed`` attribute."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from typing import Any
+
+import lmdb
+
+from kiln.schema import TableDef
+from kiln.storage.keys import NUMBERS_END, NUMBERS_START, decode_key, encode_key
+from kiln.storage.records import decode_record, encode_record
+from kiln.types import Key, Record, Version
+
+
+def _index_terms(value: Any) -> set[bytes]:
+    """The encoded index keys of one attribute value: each element of a list, dates as ms."""
+    items = value if isinstance(value, list) else [value]
+    terms = set()
+    for item in items:
+        if isinstance(item, datetime.datetime):
+            item = item.timestamp() * 1000
+        if item is None or isinstance(item, bool | int | float | str):
+            terms.add(encode_key(item, truncate=True))
+    return terms
+
+
+class TableStore:
+    """Reads and writes one table's records, keeping its indexes in step.
+
+    Write methods take the writer's transaction; they never commit.
+    """
+
+    def __init__(self, definition: TableDef, env: lmdb.Environment):
+        self.definition = definition
+        self.primary = env.open_db(f"t:{definition.table}".encode())
+        self.indexes = {
+            attribute: env.open_db(f"i:{definition.table}:{attribute}".encode(), dupsort=True)
+            for attribute in definition.indexed
+        }
+
+    def get_raw(self, txn: lmdb.Transaction, key: Key) -> bytes | memoryview | None:
+        """The stored bytes of the record with ``key``, or None."""
+        return txn.get(encode_key(key), db=self.primary)
+
+    def get(self, txn: lmdb.Transaction, key: Key) -> tuple[Version, Record] | None:
+        """The version and record with ``key``, or None."""
+        raw = txn.get(encode_key(key), db=self.primary)
+        return None if raw is None else decode_record(raw)
+
+    def scan(
+        self, txn: lmdb.Transaction, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, Record]]:
+        """Up to ``limit`` records in key order, starting after the encoded key ``after``."""
+        cursor = txn.cursor(db=self.primary)
+        found = cursor.set_range(after) if after is not None else cursor.first()
+        if found and after is not None and cursor.key() == after:
+            found = cursor.next()
+        chunk: list[tuple[bytes, Record]] = []
+        while found and len(chunk) < limit:
+            chunk.append((bytes(cursor.key()), decode_record(cursor.value())[1]))
+            found = cursor.next()
+        return chunk
+
+    def next_integer_key(self, txn: lmdb.Transaction) -> int:
+        """One more than the largest numeric primary key (1 for a table without one)."""
+        cursor = txn.cursor(db=self.primary)
+        positioned = cursor.prev() if cursor.set_range(NUMBERS_END) else cursor.last()
+        if positioned and NUMBERS_START <= bytes(cursor.key()) < NUMBERS_END:
+            largest = decode_key(cursor.key())
+            if largest >= 0:
+                return int(largest) + 1
+        return 1
+
+    def store(
+        self,
+        txn: lmdb.Transaction,
+        key: Key,
+        version: Version,
+        record: Record,
+        previous: Record | None,
+    ) -> None:
+        """Write ``record`` at ``key`` and move its index entries from ``previous``."""
+        encoded_key = encode_key(key)
+        txn.put(encoded_key, encode_record(version, record), db=self.primary)
+        self._reindex(txn, encoded_key, previous, record)
+
+    def remove(self, txn: lmdb.Transaction, key: Key, previous: Record) -> None:
+        """Delete the record at ``key`` and its index entries."""
+        encoded_key = encode_key(key)
+        txn.delete(encoded_key, db=self.primary)
+        self._reindex(txn, encoded_key, previous, None)
+
+    def _reindex(
+        self,
+        txn: lmdb.Transaction,
+        encoded_key: bytes,
+        old: Record | None,
+        new: Record | None,
+    ) -> None:
+        for attribute, index in self.indexes.items():
+            old_terms = _index_terms(old.get(attribute)) if old is not None else set()
+            new_terms = _index_terms(new.get(attribute)) if new is not None else set()
+            for term in old_terms - new_terms:
+                txn.delete(term, encoded_key, db=index)
+            for term in new_terms - old_terms:
+                txn.put(term, encoded_key, db=index)
+
+    def count(self, txn: lmdb.Transaction) -> int:
+        """The number of records."""
+        return txn.stat(self.primary)["entries"]
+
+    def index_entries(self, txn: lmdb.Transaction, attribute: str) -> Iterator[tuple[Any, Key]]:
+        """Every (value, primary key) pair of one index, in index order."""
+        for term, encoded_key in txn.cursor(db=self.indexes[attribute]):
+            yield decode_key(term), decode_key(encoded_key)

@@ -1,0 +1,194 @@
+"""The one writer thread of a database: group commit, each request rolled back alone.
+
+Requests hand their operations to :meth:`Writer.execute` (async) or
+:meth:`Writer.execute_sync`. The writer thread takes every job waiting in its
+queue, applies each in a nested transaction of one outer transaction (a job that
+fails is rolled back alone and its error goes back to its request), commits the
+outer transaction durably (LMDB syncs the data file before the commit returns),
+and only then answers every job of the group. Many requests thus share one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import lmdb
+
+from kiln.storage.database import Database
+from kiln.storage.operations import Operation, WriteResult, apply
+
+log = logging.getLogger("kiln.writer")
+
+_STOP = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The results of one job, and the id of the durable LMDB commit that holds them."""
+
+    results: list[WriteResult]
+    txn_id: int
+
+
+@dataclass(slots=True)
+class _Job:
+    operations: Sequence[Operation]
+    user: str | None
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[Receipt] | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    results: list[WriteResult] = field(default_factory=list)
+    error: BaseException | None = None
+    receipt: Receipt | None = None
+
+
+def _settle(jobs: list[_Job]) -> None:
+    """Answer the asyncio futures of ``jobs`` (runs on their event loop)."""
+    for job in jobs:
+        if job.future is None or job.future.done():
+            continue
+        if job.error is not None:
+            job.future.set_exception(job.error)
+        else:
+            job.future.set_result(job.receipt)
+
+
+class Writer:
+    """Applies every write of one database, many requests per durable commit.
+
+    Args:
+        database: the database whose environment this writer alone writes to.
+        max_group: the most jobs committed together.
+    """
+
+    def __init__(self, database: Database, *, max_group: int = 512):
+        self.database = database
+        self.max_group = max_group
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, name=f"kiln-writer-{database.name}", daemon=True
+        )
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the writer thread; jobs submitted before wait in the queue until then."""
+        self._thread.start()
+
+    async def execute(self, operations: Sequence[Operation], user: str | None = None) -> Receipt:
+        """Apply ``operations`` atomically and durably; awaiting does not block the loop.
+
+        Raises:
+            KilnError: the first operation that could not apply (nothing of the job is kept).
+        """
+        loop = asyncio.get_running_loop()
+        job = _Job(operations, user, loop, loop.create_future())
+        self._submit(job)
+        assert job.future is not None
+        return await job.future
+
+    def execute_sync(self, operations: Sequence[Operation], user: str | None = None) -> Receipt:
+        """Like :meth:`execute`, blocking the calling thread (never call it on the event loop)."""
+        job = _Job(operations, user, None)
+        self._submit(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.receipt is not None
+        return job.receipt
+
+    def close(self) -> None:
+        """Commit every job already submitted, then stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _submit(self, job: _Job) -> None:
+        if self._closed:
+            raise RuntimeError(f"the writer of database {self.database.name!r} is closed")
+        self._queue.put(job)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                stopping = True
+                group: list[_Job] = []
+            else:
+                group = [first]
+            while len(group) < self.max_group:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stopping = True
+                    continue
+                group.append(job)
+            if group:
+                self._commit_group(group)
+
+    def _commit_group(self, group: list[_Job]) -> None:
+        try:
+            txn_id = self._apply_group(group)
+        except Exception as error:  # the commit itself failed: no job of the group holds
+            log.exception("commit of %d write(s) failed", len(group))
+            for job in group:
+                job.error = error
+        else:
+            for job in group:
+                if job.error is None:
+                    job.receipt = Receipt(job.results, txn_id)
+        self._answer(group)
+
+    def _apply_group(self, group: list[_Job]) -> int:
+        """Apply and durably commit ``group``; returns the commit's transaction id."""
+        env = self.database.env
+        while True:
+            try:
+                with env.begin(write=True) as txn:
+                    for job in group:
+                        self._apply_job(txn, job)
+                    txn_id = txn.id()
+                return txn_id
+            except lmdb.MapFullError:
+                self.database.grow()
+
+    def _apply_job(self, txn: lmdb.Transaction, job: _Job) -> None:
+        job.results = []
+        job.error = None
+        nested = self.database.env.begin(write=True, parent=txn)
+        try:
+            for operation in job.operations:
+                result, _entry = apply(self.database, nested, operation, job.user)
+                job.results.append(result)
+        except lmdb.MapFullError:
+            nested.abort()
+            raise
+        except Exception as error:
+            nested.abort()
+            job.results = []
+            job.error = error
+        else:
+            nested.commit()
+
+    def _answer(self, group: list[_Job]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        for job in group:
+            if job.loop is None:
+                job.done.set()
+            else:
+                by_loop.setdefault(job.loop, []).append(job)
+        for loop, jobs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, jobs)
+            except RuntimeError:  # the loop closed while the job was in flight
+                log.warning("dropped the answer to %d write(s): their event loop closed", len(jobs))

@@ -1,0 +1,135 @@
+"""Fixtures that start the real kiln server on a free loopback port and talk to it over sockets.
+
+``kiln_server`` (module-scoped) writes an app folder from the module's
+``SCHEMA`` (and optional ``CONFIG``) globals, starts ``python -m kiln run`` as a
+subprocess and yields a :class:`KilnServer`. Tests make their own records with
+unique keys, so one server serves a whole module without order dependence.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+DEFAULT_SCHEMA = """
+type Dog @table @export {
+  id: Int @primaryKey
+  name: String!
+  breed: String @indexed
+  age: Int
+}
+"""
+
+ADMIN_AUTH = ("admin", "admin-password")
+"""Credentials every test client sends; the security issue turns them into a real user."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_app(directory: Path, schema: str, config: str | None = None) -> Path:
+    """Write an application folder (``schema.graphql`` and an optional ``config.yaml``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "schema.graphql").write_text(schema)
+    if config is not None:
+        (directory / "config.yaml").write_text(config)
+    return directory
+
+
+@dataclass
+class KilnServer:
+    """A running ``kiln run`` subprocess and how to reach it."""
+
+    app_dir: Path
+    data_dir: Path
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[str] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL, without a trailing slash."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start the server and wait until ``/_health`` answers."""
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        log = self.log_path.open("a")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kiln",
+                "run",
+                str(self.app_dir),
+                "--port",
+                str(self.port),
+                "--data",
+                str(self.data_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **self.env},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"kiln exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/_health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"kiln did not answer within {timeout}s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Send ``sig`` and wait for the process to end; returns its exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """``kill -9``: no chance to flush or close anything."""
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        """What the server printed so far."""
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def kiln_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KilnServer]:
+    """One server per test module, on the module's ``SCHEMA`` and ``CONFIG``."""
+    root = tmp_path_factory.mktemp("kiln")
+    schema = getattr(request.module, "SCHEMA", DEFAULT_SCHEMA)
+    config = getattr(request.module, "CONFIG", None)
+    server = KilnServer(write_app(root / "app", schema, config), root / "data", free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def http(kiln_server: KilnServer) -> Iterator[httpx.Client]:
+    """An httpx client for the module's server, sending the test credentials."""
+    with httpx.Client(base_url=kiln_server.url, auth=ADMIN_AUTH, timeout=10) as client:
+        yield client
