@@ -160,11 +160,12 @@ class RestHandler:
         resource = self.routes.get(name)
         if resource is None:
             if path == "/_health":
-                return None, RequestTarget(path, None, False, _NO_QUERY, Context())
+                return None, RequestTarget(path, None, False, _NO_QUERY, Context(None, {}, {}))
             routes = ", ".join(f"/{route}/" for route in self.routes) or "none"
             raise NotFound(f"no resource at {path}; the routes are: {routes}")
         query = parse_query(scope.query_string) if scope.query_string else _NO_QUERY
-        context = Context(None, scope.headers)
+        headers = scope.headers
+        context = Context(None, headers, {})
         if not slash:
             return resource, RequestTarget(path, None, False, query, context)
         if not rest:
@@ -175,7 +176,7 @@ class RestHandler:
                 f"a record id cannot end with '/'"
             )
         key = self._key(resource, rest, path)
-        if_version = _if_match(scope.headers.get("if-match"))
+        if_version = _if_match(headers.get("if-match"))
         return resource, RequestTarget(path, key, False, query, context, if_version)
 
     @staticmethod
@@ -232,6 +233,8 @@ class RestHandler:
     ) -> int:
         """Turn a seam method's result into the response; the one place status is decided."""
         extra = list(target.context.response_headers.items())
+        if type(result) is dict:
+            return self._send(protocol, method, 200, [*_JSON_HEADERS, *extra], result)
         if isinstance(result, Response):
             headers = [*_JSON_HEADERS, *result.headers.items(), *extra]
             if result.body is None:

@@ -9,8 +9,6 @@ for the audit log. The number of stores is derived from the schema.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import lmdb
@@ -26,47 +24,37 @@ MAX_MAP_SIZE = 1 << 40
 _SPARE_STORES = 4
 
 
-class ReadGate:
-    """Lets the writer resize the memory map only while no read transaction is open.
+class ReadTransaction:
+    """A short read transaction, held under the database's resize lock (a context manager).
 
-    LMDB remaps the file on a resize, which would pull the pages from under a
-    reader of the same process, so readers register here and a resize waits for
-    them to finish (and holds new ones back for the few milliseconds it takes).
+    LMDB remaps the file when the map grows, which would pull the pages from under
+    a reader of the same process, so every read transaction holds the resize lock
+    and the writer takes it to grow the map. Read transactions are microseconds
+    long and never span an ``await``, so the lock is never held for long.
     """
 
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._readers = 0
-        self._resizing = False
+    __slots__ = ("_env", "_lock", "_txn")
 
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        """Hold the gate open for one read transaction."""
-        with self._condition:
-            while self._resizing:
-                self._condition.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._readers -= 1
-                if not self._readers:
-                    self._condition.notify_all()
+    def __init__(self, env: lmdb.Environment, lock: threading.RLock):
+        self._env = env
+        self._lock = lock
+        self._txn: lmdb.Transaction | None = None
 
-    @contextmanager
-    def resizing(self) -> Iterator[None]:
-        """Wait for every reader to finish and keep new ones out until the block ends."""
-        with self._condition:
-            self._resizing = True
-            while self._readers:
-                self._condition.wait()
+    def __enter__(self) -> lmdb.Transaction:
+        self._lock.acquire()
         try:
-            yield
+            self._txn = self._env.begin(buffers=True)
+        except BaseException:
+            self._lock.release()
+            raise
+        return self._txn
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if self._txn is not None:
+                self._txn.abort()
         finally:
-            with self._condition:
-                self._resizing = False
-                self._condition.notify_all()
+            self._lock.release()
 
 
 class Database:
@@ -92,7 +80,7 @@ class Database:
         self.name = name
         self.path = path
         self.clock = clock
-        self.gate = ReadGate()
+        self._resize_lock = threading.RLock()
         path.mkdir(parents=True, exist_ok=True)
         store_count = sum(1 + len(table.indexed) for table in tables) + 1 + _SPARE_STORES
         self.env = lmdb.open(
@@ -111,14 +99,13 @@ class Database:
         with self.env.begin() as txn:
             clock.observe(self.audit.last_version(txn))
 
-    @contextmanager
-    def read(self) -> Iterator[lmdb.Transaction]:
+    def read(self) -> ReadTransaction:
         """A short read transaction whose values are zero-copy buffers into the map.
 
-        Keep it open only for synchronous work: never across an ``await``.
+        Use it as ``with database.read() as txn:``, for synchronous work only: never
+        across an ``await``.
         """
-        with self.gate.reading(), self.env.begin(buffers=True) as txn:
-            yield txn
+        return ReadTransaction(self.env, self._resize_lock)
 
     def grow(self) -> None:
         """Double the map size; called by the writer after LMDB reported the map full."""
@@ -128,7 +115,7 @@ class Database:
                 f"database {self.name!r} reached the largest map size kiln allows "
                 f"({MAX_MAP_SIZE} bytes)"
             )
-        with self.gate.resizing():
+        with self._resize_lock:
             self.env.set_mapsize(min(current * 2, MAX_MAP_SIZE))
 
     def close(self) -> None:

@@ -1,0 +1,99 @@
+"""The baseline server: granian RSGI + one LMDB read per request, and nothing of kiln's.
+
+``python -m bench.bare_app --data DATA_DIR --port PORT [--table Dog]`` opens kiln's
+``DATA_DIR/data`` environment read-only and answers ``GET /<anything>/<int id>``
+with the stored bytes of that record, as they are (version header + MessagePack),
+read in one short transaction. It runs granian's embedded server on an asyncio
+loop exactly the way :mod:`kiln.serve` does, so the difference between the two
+is kiln's own per-request work: routing, key parsing, permission hooks,
+decoding, JSON encoding.
+
+``GET /_health`` answers 200; a bad or unknown id answers 404.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import lmdb
+from granian.constants import Interfaces
+from granian.server.embed import Server
+
+from kiln.storage.keys import encode_key
+
+_MAX_DBS = 64
+"""Enough named-store slots for any schema the benchmarks use (read-only: nothing is created)."""
+
+_BYTES = [("content-type", "application/octet-stream")]
+_TEXT = [("content-type", "text/plain")]
+
+
+class BareApp:
+    """The RSGI callable: parse the id, one read transaction, the bytes back."""
+
+    def __init__(self, env: lmdb.Environment, db: Any):
+        self.env = env
+        self.db = db
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        path = scope.path
+        if path == "/_health":
+            protocol.response_bytes(200, _TEXT, b"ok")
+            return
+        try:
+            key = encode_key(int(path.rpartition("/")[2]))
+        except ValueError:
+            protocol.response_bytes(404, _TEXT, b"no such id")
+            return
+        with self.env.begin(buffers=True) as txn:
+            value = txn.get(key, db=self.db)
+            body = None if value is None else bytes(value)
+        if body is None:
+            protocol.response_bytes(404, _TEXT, b"no such record")
+        else:
+            protocol.response_bytes(200, _BYTES, body)
+
+
+def open_table(data_dir: Path, table: str, database: str = "data") -> tuple[lmdb.Environment, Any]:
+    """Open kiln's environment ``data_dir/database`` read-only and its ``t:<table>`` store."""
+    env = lmdb.open(
+        str(data_dir / database), readonly=True, max_dbs=_MAX_DBS, subdir=True, create=False
+    )
+    return env, env.open_db(f"t:{table}".encode(), create=False)
+
+
+async def serve(app: BareApp, port: int) -> None:
+    """Serve ``app`` on 127.0.0.1:``port`` until SIGINT or SIGTERM (as kiln.serve does)."""
+    server = Server(
+        app,
+        address="127.0.0.1",
+        port=port,
+        interface=Interfaces.RSGI,
+        log_enabled=False,
+        backlog=1024,
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, server.stop)
+    await server.serve()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.bare_app", description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="kiln's data folder")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--table", default="Dog")
+    args = parser.parse_args()
+    env, db = open_table(args.data, args.table)
+    try:
+        asyncio.run(serve(BareApp(env, db), args.port))
+    finally:
+        env.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,441 @@
+"""REST throughput of kiln against a bare granian + LMDB server, measured in the same run.
+
+Usage::
+
+    python -m bench.rest [--records 100000] [--duration 10] [--connections 64] [--threads 2]
+
+Steps: copy ``examples/clinic`` and seed N Dog records (over HTTP by default,
+which also measures group commit); start ``kiln run`` and the bare baseline
+(:mod:`bench.bare_app`) on free loopback ports; load them one after the other
+with ``wrk`` (a random id in [1, N] per request; a warm-up run first): kiln
+``GET /Dog/<id>``, the bare app's ``GET``, then kiln ``PUT /Dog/<id>``;
+print a table and kiln's ratios to the baseline with the targets next to them.
+Every subprocess and temporary folder is removed at the end, also on Ctrl-C.
+
+wrk runs on the same machine as the servers and takes part of its cores, so the
+absolute numbers say little about a production machine; the ratios, measured
+under the same conditions one right after the other, are the figures to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from bench.procs import ServerProcess, free_port
+from bench.wrk import WrkError, WrkResult, find_wrk, run_wrk
+
+ROOT = Path(__file__).resolve().parent.parent
+CLINIC = ROOT / "examples" / "clinic"
+TABLE = "Dog"
+
+PUT_BODY = '{"name":"Rex","breed":"lab","weightKg":12.5}'
+"""The body of every benchmarked PUT: a small valid Dog."""
+
+TARGETS = {"kiln GET": 0.60, "kiln PUT": 0.25}
+"""The issue's targets: kiln's throughput as a fraction of the bare server's GET throughput."""
+
+ADMIN_USER = "bench"
+ADMIN_PASSWORD = "bench-password"
+"""Given to kiln as KILN_ADMIN_USER/PASSWORD and sent as Basic auth (ignored while kiln has no
+authentication), so the benchmark keeps measuring served requests, not 401s, once it has."""
+
+_AUTHORIZATION = "Basic " + base64.b64encode(f"{ADMIN_USER}:{ADMIN_PASSWORD}".encode()).decode()
+
+_BREEDS = ("lab", "beagle", "collie", "poodle", "boxer", "husky", "pug", "terrier")
+_CITIES = ("Leeds", "York", "Hull", "Bath", "Ely", "Wells")
+
+
+def dog(i: int) -> dict[str, Any]:
+    """A varied, valid Dog record (every attribute of the clinic schema but the server-set ones)."""
+    return {
+        "name": f"Dog {i}",
+        "breed": _BREEDS[i % len(_BREEDS)],
+        "ownerId": f"owner-{i % 5000}",
+        "birthday": f"{2010 + i % 14}-{1 + i % 12:02d}-{1 + i % 28:02d}",
+        "weightKg": 3.0 + (i % 500) / 10,
+        "microchip": 985_000_000_000_000 + i,
+        "tags": ["good", _BREEDS[(i // 7) % len(_BREEDS)]] if i % 3 else [],
+        "address": {
+            "street": f"{1 + i % 200} Mill Lane",
+            "city": _CITIES[i % len(_CITIES)],
+            "postcode": f"LS{i % 30} {i % 9}AB",
+        },
+    }
+
+
+# --------------------------------------------------------------------------- seeding
+
+
+@dataclass(frozen=True, slots=True)
+class Seeding:
+    """How the records were written and how long it took."""
+
+    method: str
+    records: int
+    seconds: float
+
+    def describe(self) -> str:
+        rate = self.records / self.seconds if self.seconds else 0.0
+        return f"{self.method}: {self.records:,} records in {self.seconds:.1f} s = {rate:,.0f} records/s"
+
+
+async def _put_all(base_url: str, records: int, in_flight: int) -> None:
+    """PUT Dog 1..records with ``in_flight`` requests outstanding at any time."""
+    ids = iter(range(1, records + 1))
+    encode = msgspec.json.Encoder().encode
+    headers = {"content-type": "application/json", "authorization": _AUTHORIZATION}
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    async with httpx.AsyncClient(
+        base_url=base_url, limits=limits, timeout=60, trust_env=False
+    ) as client:
+
+        async def worker() -> None:
+            for i in ids:  # one shared iterator: each id is taken by exactly one worker
+                response = await client.put(f"/{TABLE}/{i}", content=encode(dog(i)), headers=headers)
+                if not response.is_success:
+                    raise RuntimeError(
+                        f"seeding PUT /{TABLE}/{i} answered {response.status_code}: "
+                        f"{response.text[:500]}"
+                    )
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(in_flight):
+                    group.create_task(worker())
+        except* (RuntimeError, httpx.HTTPError) as failed:
+            raise RuntimeError(f"seeding failed: {failed.exceptions[0]}") from None
+
+
+def seed_http(server: ServerProcess, records: int, in_flight: int) -> Seeding:
+    """Seed through the running kiln server: concurrent PUTs, so commits are grouped."""
+    started = time.perf_counter()
+    asyncio.run(_put_all(server.url, records, in_flight))
+    seconds = time.perf_counter() - started
+    return Seeding(f"over HTTP (PUT /{TABLE}/<id>, {in_flight} in flight)", records, seconds)
+
+
+def seed_offline(app_dir: Path, data_dir: Path, records: int, batch: int = 1000) -> Seeding:
+    """Seed with kiln's library before any server runs: one writer job per ``batch`` Puts."""
+    from kiln.app import load_app
+    from kiln.config import load_config
+    from kiln.storage.operations import Put
+    from kiln.validation import validate_record
+
+    config = load_config(app_dir, env={}, overrides={"storage.path": str(data_dir)})
+    app = load_app(app_dir, config)
+    try:
+        definition = app.schema.tables[TABLE]
+        writer = app.writers[definition.database]
+        started = time.perf_counter()
+        for first in range(1, records + 1, batch):
+            writer.execute_sync(
+                [
+                    Put(TABLE, i, validate_record(definition, app.schema, dog(i)))
+                    for i in range(first, min(first + batch, records + 1))
+                ]
+            )
+        seconds = time.perf_counter() - started
+    finally:
+        app.close()
+    return Seeding(f"offline (kiln library, {batch} Puts per writer job)", records, seconds)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_targets(kiln: ServerProcess, bare: ServerProcess, records: int) -> None:
+    """Make sure both servers answer what is benchmarked, before loading them.
+
+    Raises:
+        RuntimeError: a server answers something else.
+    """
+    from kiln.storage.records import decode_record
+
+    headers = {"authorization": _AUTHORIZATION}
+    with httpx.Client(timeout=10, trust_env=False, headers=headers) as client:
+        for i in sorted({1, records}):
+            mine = client.get(f"{kiln.url}/{TABLE}/{i}")
+            if mine.status_code != 200 or mine.json().get("name") != f"Dog {i}":
+                raise RuntimeError(f"kiln GET /{TABLE}/{i}: {mine.status_code} {mine.text[:300]}")
+            raw = client.get(f"{bare.url}/{TABLE}/{i}")
+            if raw.status_code != 200 or decode_record(raw.content)[1].get("name") != f"Dog {i}":
+                raise RuntimeError(f"bare GET /{TABLE}/{i}: {raw.status_code} {raw.content[:300]!r}")
+        put = client.put(
+            f"{kiln.url}/{TABLE}/{records}",
+            content=PUT_BODY,
+            headers={"content-type": "application/json"},
+        )
+        if not put.is_success:
+            raise RuntimeError(f"kiln PUT /{TABLE}/{records}: {put.status_code} {put.text[:300]}")
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _ms(microseconds: float) -> str:
+    return f"{microseconds / 1000:.2f} ms"
+
+
+def _command_output(command: list[str], cwd: Path | None = None) -> str | None:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10, cwd=cwd)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (done.stdout or done.stderr).strip()
+    return text.splitlines()[0] if done.returncode in (0, 1) and text else None
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the filesystem ``path`` is on (from /proc/mounts), or "unknown"."""
+    best, kind = "", "unknown"
+    with contextlib.suppress(OSError):
+        resolved = str(path.resolve())
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                mount = parts[1]
+                inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best):
+                    best, kind = mount, parts[2]
+    return kind
+
+
+def machine_info(data_dir: Path) -> list[str]:
+    """Lines describing where the numbers come from."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    versions = []
+    for package in ("granian", "lmdb", "msgspec", "httpx"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions.append(f"{package} {metadata.version(package)}")
+    commit = _command_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT)
+    wrk_version = _command_output(["wrk", "--version"])
+    filesystem = _filesystem(data_dir)
+    lines = [
+        f"machine: nproc {os.cpu_count()} ({usable} usable), {platform.platform()}",
+        f"python:  {platform.python_implementation()} {platform.python_version()}; "
+        + ", ".join(versions),
+        f"wrk:     {wrk_version.split(' Copyright')[0] if wrk_version else 'unknown'}",
+        f"kiln:    commit {commit or 'unknown (not a git checkout)'}",
+        f"data:    {data_dir} on {filesystem}",
+    ]
+    if filesystem in ("tmpfs", "ramfs"):
+        lines.append("warning: the data is on a RAM filesystem: fsync costs nothing there")
+    return lines
+
+
+def report(
+    args: argparse.Namespace, seeding: Seeding, results: dict[str, WrkResult], info: list[str]
+) -> str:
+    """The printed summary: parameters, the table, the ratios, warnings, machine info."""
+    lines = [
+        "",
+        f"kiln REST benchmark: {args.records:,} {TABLE} records, {args.duration} s per target "
+        f"(after a {args.warmup} s warm-up), {args.connections} connections, "
+        f"{args.threads} wrk thread(s), random id per request",
+        f"seeding {seeding.describe()}",
+        "",
+        f"{'target':<10} {'req/s':>10} {'p50':>10} {'p99':>10} {'non-2xx':>8} "
+        f"{'sock err':>8} {'requests':>10}",
+    ]
+    for name, result in results.items():
+        lines.append(
+            f"{name:<10} {result.rate:>10,.0f} {_ms(result.p50_us):>10} {_ms(result.p99_us):>10} "
+            f"{result.bad_status:>8} {result.socket_errors:>8} {result.requests:>10,}"
+        )
+    lines.append("")
+    bare = results["bare GET"].rate
+    for name, target in TARGETS.items():
+        ratio = results[name].rate / bare if bare else 0.0
+        verdict = "met" if ratio >= target else "NOT met"
+        lines.append(f"ratio {name} / bare GET = {ratio:.2f}   (target >= {target:.2f}: {verdict})")
+    lines.append("")
+    for name, result in results.items():
+        if result.bad_status:
+            lines.append(
+                f"WARNING: {name} had {result.bad_status:,} non-2xx responses "
+                f"(wrk counts statuses >= 400); the run measured errors, not requests"
+            )
+        if result.socket_errors:
+            lines.append(
+                f"WARNING: {name} had socket errors: connect {result.connect_errors}, "
+                f"read {result.read_errors}, write {result.write_errors}, "
+                f"timeout {result.timeouts}"
+            )
+    lines.extend(info)
+    lines.append(
+        "note: wrk shares the machine's cores with the server under load; "
+        "compare the ratios, not the absolute rates"
+    )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.rest",
+        description="REST throughput of kiln against a bare granian + LMDB server.",
+    )
+    parser.add_argument("--records", type=int, default=100_000, help="Dog records to seed")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per target")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up seconds (default 2)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--seed",
+        choices=("http", "offline"),
+        default="http",
+        help="seed through the server (default) or with kiln's library before it starts",
+    )
+    parser.add_argument("--seed-concurrency", type=int, default=64, help="PUTs in flight")
+    parser.add_argument(
+        "--tmp", type=Path, default=None, help="where to make the temporary folder"
+    )
+    args = parser.parse_args(argv)
+    if args.records < 1 or args.duration < 1 or args.connections < 1 or args.threads < 1:
+        parser.error("--records, --duration, --connections and --threads must be at least 1")
+    if args.warmup is None:
+        args.warmup = min(2, args.duration)
+    args.warmup = max(1, args.warmup)
+    return args
+
+
+def _kiln_process(app_dir: Path, data_dir: Path, port: int, log: Path) -> ServerProcess:
+    command = [sys.executable, "-m", "kiln", "run", str(app_dir)]
+    command += ["--port", str(port), "--data", str(data_dir)]
+    env = {
+        "KILN_HTTP_ACCESSLOG": "false",
+        "KILN_LOGGING_LEVEL": "warning",
+        "KILN_ADMIN_USER": ADMIN_USER,
+        "KILN_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    }
+    return ServerProcess("kiln", command, port, log, env)
+
+
+def _bare_process(data_dir: Path, port: int, log: Path) -> ServerProcess:
+    command = [sys.executable, "-m", "bench.bare_app", "--data", str(data_dir)]
+    command += ["--port", str(port), "--table", TABLE]
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return ServerProcess("bare app", command, port, log, env)
+
+
+def _load(
+    name: str, server: ServerProcess, method: str, args: argparse.Namespace, body: str = ""
+) -> WrkResult:
+    """A warm-up run, then the measured one, against ``server``."""
+    common = {
+        "records": args.records,
+        "method": method,
+        "prefix": f"/{TABLE}/",
+        "connections": args.connections,
+        "threads": args.threads,
+        "body": body,
+        "authorization": _AUTHORIZATION,
+    }
+    _progress(f"{name}: warm-up {args.warmup} s, then {args.duration} s measured")
+    run_wrk(server.url, duration=args.warmup, **common)
+    result = run_wrk(server.url, duration=args.duration, **common)
+    _progress(f"{name}: {result.rate:,.0f} req/s")
+    return result
+
+
+def run(args: argparse.Namespace) -> str:
+    """Run the whole benchmark and return the report."""
+    with contextlib.ExitStack() as stack:
+        root = Path(tempfile.mkdtemp(prefix="kiln-bench-", dir=args.tmp))
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
+        app_dir = root / "app"
+        data_dir = root / "data"
+        shutil.copytree(CLINIC, app_dir, ignore=shutil.ignore_patterns(".kiln", "__pycache__"))
+        info = machine_info(data_dir.parent)
+        kiln_log = root / "kiln.log"
+
+        if args.seed == "offline":
+            _progress(f"seeding {args.records:,} records offline with kiln's library")
+            seeding = seed_offline(app_dir, data_dir, args.records)
+        else:
+            _progress(f"seeding {args.records:,} records over HTTP")
+            seeder = stack.enter_context(_kiln_process(app_dir, data_dir, free_port(), kiln_log))
+            seeder.start()
+            seeding = seed_http(seeder, args.records, args.seed_concurrency)
+            if seeder.stop() != 0:
+                raise RuntimeError(f"kiln did not stop cleanly after seeding:\n{seeder.log()}")
+        _progress(f"seeded {seeding.describe()}")
+
+        kiln = stack.enter_context(_kiln_process(app_dir, data_dir, free_port(), kiln_log))
+        kiln.start()
+        bare = stack.enter_context(_bare_process(data_dir, free_port(), root / "bare.log"))
+        bare.start()
+        _check_targets(kiln, bare, args.records)
+
+        results: dict[str, WrkResult] = {}
+        results["kiln GET"] = _load("kiln GET", kiln, "GET", args)
+        results["bare GET"] = _load("bare GET", bare, "GET", args)
+        bare.stop()
+        results["kiln PUT"] = _load("kiln PUT", kiln, "PUT", args, PUT_BODY)
+        if kiln.stop() != 0:
+            raise RuntimeError(f"kiln did not stop cleanly:\n{kiln.log()}")
+        return report(args, seeding, results, info)
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit for the duration, so cleanup runs as on Ctrl-C."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if find_wrk() is None:
+        print("error: wrk is not on PATH (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
+        return 2
+    if not (CLINIC / "schema.graphql").is_file():
+        print(f"error: {CLINIC}/schema.graphql is missing", file=sys.stderr)
+        return 2
+    try:
+        with _terminate_as_exit():
+            text = run(args)
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped and temporary files removed", file=sys.stderr)
+        return 130
+    except (RuntimeError, WrkError, httpx.HTTPError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

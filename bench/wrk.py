@@ -1,0 +1,132 @@
+"""Run ``wrk`` with the random-id Lua script and read the line its ``done`` hook prints."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent / "lua" / "random_id.lua"
+"""The Lua script: a random id in [1, N] per request and a machine-readable summary."""
+
+_RESULT = re.compile(r"^BENCH (.*)$", re.MULTILINE)
+
+
+class WrkError(RuntimeError):
+    """``wrk`` is missing, failed, or printed no result line."""
+
+
+@dataclass(frozen=True, slots=True)
+class WrkResult:
+    """What one ``wrk`` run measured (latencies in microseconds)."""
+
+    requests: int
+    duration_us: int
+    bytes: int
+    connect_errors: int
+    read_errors: int
+    write_errors: int
+    timeouts: int
+    bad_status: int
+    """Responses with a status of 400 or more: what wrk reports as "Non-2xx or 3xx responses"."""
+    p50_us: int
+    p90_us: int
+    p99_us: int
+    max_us: int
+    mean_us: float
+    output: str
+    """Everything wrk printed (with ``--latency``, its latency distribution)."""
+
+    @property
+    def rate(self) -> float:
+        """Requests per second."""
+        return self.requests / (self.duration_us / 1e6) if self.duration_us else 0.0
+
+    @property
+    def socket_errors(self) -> int:
+        """Connect, read and write errors and timeouts."""
+        return self.connect_errors + self.read_errors + self.write_errors + self.timeouts
+
+
+def find_wrk() -> str | None:
+    """The path of the ``wrk`` executable, or None when it is not on PATH."""
+    return shutil.which("wrk")
+
+
+def parse(output: str) -> WrkResult:
+    """Read the ``BENCH key=value ...`` line of the Lua ``done`` hook from wrk's output.
+
+    Raises:
+        WrkError: there is no such line.
+    """
+    match = _RESULT.search(output)
+    if match is None:
+        raise WrkError(f"wrk printed no result line:\n{output}")
+    fields = dict(item.split("=", 1) for item in match.group(1).split())
+    return WrkResult(
+        requests=int(fields["requests"]),
+        duration_us=int(fields["duration_us"]),
+        bytes=int(fields["bytes"]),
+        connect_errors=int(fields["connect"]),
+        read_errors=int(fields["read"]),
+        write_errors=int(fields["write"]),
+        timeouts=int(fields["timeout"]),
+        bad_status=int(fields["status"]),
+        p50_us=int(fields["p50_us"]),
+        p90_us=int(fields["p90_us"]),
+        p99_us=int(fields["p99_us"]),
+        max_us=int(fields["max_us"]),
+        mean_us=float(fields["mean_us"]),
+        output=output,
+    )
+
+
+def run_wrk(
+    base_url: str,
+    *,
+    records: int,
+    method: str,
+    prefix: str,
+    duration: float,
+    connections: int,
+    threads: int,
+    body: str = "",
+    authorization: str = "",
+    timeout_s: int = 5,
+) -> WrkResult:
+    """Load ``base_url`` for ``duration`` seconds: ``METHOD prefix<random id in [1, records]>``.
+
+    Raises:
+        WrkError: wrk is not on PATH, failed, or printed no result.
+    """
+    executable = find_wrk()
+    if executable is None:
+        raise WrkError("wrk is not on PATH (Debian/Ubuntu: apt-get install wrk)")
+    command = [
+        executable,
+        f"--threads={threads}",
+        f"--connections={max(connections, threads)}",
+        f"--duration={max(1, round(duration))}s",
+        f"--timeout={timeout_s}s",
+        "--latency",
+        f"--script={SCRIPT}",
+        base_url,
+        "--",
+        str(records),
+        method,
+        prefix,
+        body,
+        authorization,
+    ]
+    try:
+        finished = subprocess.run(
+            command, capture_output=True, text=True, timeout=duration + timeout_s + 30
+        )
+    except subprocess.TimeoutExpired as error:
+        raise WrkError(f"wrk did not finish: {error}") from None
+    output = finished.stdout + finished.stderr
+    if finished.returncode != 0:
+        raise WrkError(f"wrk exited with {finished.returncode}:\n{output}")
+    return parse(output)
