@@ -69,24 +69,24 @@ class KilnServer:
     def start(self, timeout: float = 20.0) -> None:
         """Start the server and wait until ``/_health`` answers."""
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
-        log = self.log_path.open("a")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kiln",
-                "run",
-                str(self.app_dir),
-                "--port",
-                str(self.port),
-                "--data",
-                str(self.data_dir),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, **self.env},
-        )
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kiln",
+                    "run",
+                    str(self.app_dir),
+                    "--port",
+                    str(self.port),
+                    "--data",
+                    str(self.data_dir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, **self.env},
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

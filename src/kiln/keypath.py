@@ -1,7 +1,8 @@
 """Primary keys as URL paths (and, later, MQTT topic levels).
 
-Integer keys are written in decimal; inside string keys ``%`` and ``/`` are
-percent-encoded, so a generated URL always names exactly its key. The HTTP
+Integer keys are written in decimal; string keys are percent-encoded (``/``,
+``%``, ``?``, ``#``, spaces and non-ASCII included), so a generated URL always
+names exactly its key. The HTTP
 server hands kiln paths already percent-decoded (``a%2Fb`` arrives as ``a/b``),
 so everything after ``/Table/`` is the key, slashes included.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from urllib.parse import quote
 
 from kiln.types import Key
 
@@ -27,7 +29,7 @@ _INTEGER = re.compile(r"-?[0-9]+")
 def key_to_segment(key: Key) -> str:
     """The path segment that names ``key``."""
     if isinstance(key, str):
-        return key.replace("%", "%25").replace("/", "%2F")
+        return quote(key, safe="")
     if isinstance(key, float) and key.is_integer():
         return str(int(key))
     return str(key)

@@ -15,11 +15,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
-from kiln.errors import BadRequest, Forbidden, MethodNotAllowed
-from kiln.keypath import key_to_segment
+from kiln.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
+from kiln.keypath import key_to_segment, parse_key
 from kiln.query import Query
 from kiln.schema import Schema, TableDef
 from kiln.storage.database import Database
+from kiln.storage.keys import encode_key
 from kiln.storage.operations import Delete, Insert, Operation, Patch, Put
 from kiln.storage.writer import Writer
 from kiln.types import Key, Record, Version
@@ -101,6 +102,10 @@ class Resource:
         """May ``target.context.user`` delete records here?"""
         return True
 
+    def parse_id(self, text: str) -> Key:
+        """The id named by the (percent-decoded) rest of the path after ``/<path>/``."""
+        return text
+
     def allowed_methods(self, target: RequestTarget) -> tuple[str, ...]:
         """The HTTP methods this resource answers at ``target``, as ``Allow`` lists them."""
         methods = [name.upper() for name in SEAM_METHODS if callable(getattr(self, name, None))]
@@ -170,6 +175,8 @@ class Table(Resource):
             )
         record = self._validated(data, None, partial=False)
         key = record.pop(self.definition.primary_key, None)
+        if key is not None:
+            self._storable(key)
         [result] = await self._write(Insert(self.definition.name, key, record), target)
         location = f"/{self.path}/{key_to_segment(result.key)}"
         return Response(201, {"Location": location, "ETag": f'"{result.version}"'}, result.record)
@@ -226,11 +233,41 @@ class Table(Resource):
         receipt = await self.writer.execute([operation], target.context.user)
         return receipt.results
 
+    def parse_id(self, text: str) -> Key:
+        """The key named by ``text``, of the primary key's type.
+
+        Raises:
+            NotFound: ``text`` cannot be a key of this table (``abc`` for an Int key).
+            BadRequest: the key is too long to store.
+        """
+        key_type = self.definition.primary_key_type
+        try:
+            key = parse_key(text, key_type)
+        except ValueError as error:
+            raise NotFound(
+                f"no {self.definition.name} record has the key {text!r}: "
+                f"its keys are {key_type} ({error})"
+            ) from None
+        return self._storable(key)
+
     def allowed_methods(self, target: RequestTarget) -> tuple[str, ...]:
         """A collection answers reads and POST; a record answers reads and the other writes."""
         if target.is_collection:
             return ("GET", "HEAD", "POST", "OPTIONS")
+        if target.id is None:
+            return ("GET", "HEAD", "OPTIONS")
         return ("GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+    def _storable(self, key: Key) -> Key:
+        """``key`` itself, once it is known to fit in the key store."""
+        try:
+            encode_key(key)
+        except ValueError as error:
+            raise BadRequest(
+                f"the {self.definition.primary_key} {str(key)[:40]!r}... cannot be stored: "
+                f"{error}; use a shorter key"
+            ) from None
+        return key
 
 
 def table_class(definition: TableDef, schema: Schema, database: Database, writer: Writer) -> type:

@@ -12,3 +12,6 @@ Record: TypeAlias = dict[str, Any]
 
 Version: TypeAlias = int
 """A 64-bit hybrid-logical-clock timestamp: a write's version and its audit key."""
+
+MATCH_ANY: Version = -1
+"""An ``if_version`` precondition that any existing version satisfies (``If-Match: *``)."""

@@ -64,13 +64,6 @@ type Address {
 MAX_BODY = 2048
 CONFIG = f"http:\n  maxBodySize: {MAX_BODY}\n"
 
-# conftest's KilnServer.start() opens the server log and never closes it (a ResourceWarning,
-# an error under filterwarnings=error); ignore exactly that one until conftest is fixed.
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:Exception ignored in. <_io\.FileIO name='[^']*server-[0-9]+\.log'"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
-
 PROBLEM = "application/problem+json"
 HIGH_WATER = 1_000_000_000
 """A Dog key above every key :func:`new_id` hands out, so generated keys never collide."""
@@ -740,7 +733,9 @@ def test_an_empty_body_is_400(http: httpx.Client) -> None:
             f"/Dog/{dog_id}", content=raw, headers={"content-type": "application/json"}
         )
         assert_problem(response, 400)
-    assert_problem(http.post("/Dog/", content=b"", headers={"content-type": "application/json"}), 400)
+    assert_problem(
+        http.post("/Dog/", content=b"", headers={"content-type": "application/json"}), 400
+    )
     assert http.get(f"/Dog/{dog_id}").status_code == 404
 
 

@@ -25,10 +25,9 @@ from kiln.errors import (
 )
 from kiln.http.description import describe_table, health
 from kiln.http.problems import problem_response
-from kiln.keypath import parse_key
 from kiln.query import Query, parse_query
 from kiln.resource import Context, RequestTarget, Resource, Response, Table, invoke
-from kiln.types import Key, Version
+from kiln.types import MATCH_ANY, Version
 
 METHOD_OF = {
     "GET": "get",
@@ -56,15 +55,24 @@ def _json_body(body: bytes) -> Any:
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as error:
-        raise BadRequest(f"the body is not valid JSON: {error}") from None
+        problem = str(error)
+        if "truncated" in problem:
+            problem = f"it ends at byte {len(body)} before the JSON value is complete"
+        raise BadRequest(f"the body is not valid JSON: {problem}") from None
 
 
 def _if_match(value: str | None) -> Version | None:
-    """The version an ``If-Match`` header asks for (-1 when it names none a write can have)."""
+    """The version an ``If-Match`` header asks for.
+
+    ``*`` matches any existing version; a tag that is no version of kiln's (0) matches none.
+    """
     if value is None:
         return None
-    tag = value.strip().removeprefix("W/").strip('"')
-    return int(tag) if tag.isdigit() else -1
+    value = value.strip()
+    if value == "*":
+        return MATCH_ANY
+    tag = value.removeprefix("W/").strip('"')
+    return int(tag) if tag.isdigit() else 0
 
 
 async def _stream_json(transport: Any, records: Iterable[Any] | AsyncIterator[Any]) -> None:
@@ -131,7 +139,7 @@ class RestHandler:
         method = scope.method
         resource, target = self.route(scope)
         if resource is None:
-            return self._send(protocol, method, 200, _JSON_HEADERS, health(self.app))
+            return self._health(protocol, method)
         if method == "OPTIONS":
             allow = ", ".join(resource.allowed_methods(target))
             protocol.response_empty(204, [("allow", allow)])
@@ -175,21 +183,9 @@ class RestHandler:
                 f"no resource at {path}: collections by id prefix are not served yet; "
                 f"a record id cannot end with '/'"
             )
-        key = self._key(resource, rest, path)
+        key = resource.parse_id(rest)
         if_version = _if_match(headers.get("if-match"))
         return resource, RequestTarget(path, key, False, query, context, if_version)
-
-    @staticmethod
-    def _key(resource: Resource, text: str, path: str) -> Key:
-        if not isinstance(resource, Table):
-            return text
-        key_type = resource.definition.primary_key_type
-        try:
-            return parse_key(text, key_type)
-        except ValueError as error:
-            raise NotFound(
-                f"no record at {path}: {resource.definition.name} keys are {key_type} ({error})"
-            ) from None
 
     async def _read_body(self, scope: Any, protocol: Any) -> bytes:
         content_type = scope.headers.get("content-type", JSON_TYPE)
@@ -219,6 +215,14 @@ class RestHandler:
                 raise too_large
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _health(self, protocol: Any, method: str) -> int:
+        if method == "OPTIONS":
+            protocol.response_empty(204, [("allow", "GET, HEAD, OPTIONS")])
+            return 204
+        if method not in READS:
+            raise MethodNotAllowed("/_health only answers reads", allow=("GET", "HEAD", "OPTIONS"))
+        return self._send(protocol, method, 200, _JSON_HEADERS, health(self.app))
 
     def _describe(self, protocol: Any, method: str, resource: Resource, target: Any) -> int:
         if method not in READS or not isinstance(resource, Table):

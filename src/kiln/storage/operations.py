@@ -21,7 +21,7 @@ from kiln.storage.audit import AuditEntry, Kind
 from kiln.storage.clock import version_millis
 from kiln.storage.database import Database
 from kiln.storage.table import TableStore
-from kiln.types import Key, Record, Version
+from kiln.types import MATCH_ANY, Key, Record, Version
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +103,13 @@ def _stamped(
 def _check_version(
     definition: TableDef, key: Key, stored: Version | None, expected: Version | None
 ) -> None:
-    if expected is not None and stored != expected:
+    if expected is None or (expected == MATCH_ANY and stored is not None):
+        return
+    if stored != expected:
         found = "does not exist" if stored is None else f"is at version {stored}"
+        wanted = "any version" if expected == MATCH_ANY else f"version {expected}"
         raise PreconditionFailed(
-            f"{definition.name} {key!r} {found}, not at version {expected}; "
+            f"{definition.name} {key!r} {found}, not at {wanted}; "
             "read it again and retry with its current ETag"
         )
 

@@ -15,13 +15,20 @@ from kiln.types import Key, Record, Version
 
 
 def _index_terms(value: Any) -> set[bytes]:
-    """The encoded index keys of one attribute value: each element of a list, dates as ms."""
+    """The encoded index keys of one attribute value: each element of a list, dates as ms.
+
+    Absent and null values are not indexed: most records leave most attributes
+    empty, and indexing every one of them would write a page of each index per
+    write for nothing a query needs.
+    """
+    if value is None:
+        return set()
     items = value if isinstance(value, list) else [value]
     terms = set()
     for item in items:
         if isinstance(item, datetime.datetime):
             item = item.timestamp() * 1000
-        if item is None or isinstance(item, bool | int | float | str):
+        if isinstance(item, bool | int | float | str):
             terms.add(encode_key(item, truncate=True))
     return terms
 

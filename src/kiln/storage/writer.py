@@ -16,6 +16,7 @@ import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import lmdb
 
@@ -41,7 +42,7 @@ class _Job:
     user: str | None
     loop: asyncio.AbstractEventLoop | None
     future: asyncio.Future[Receipt] | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None
     results: list[WriteResult] = field(default_factory=list)
     error: BaseException | None = None
     receipt: Receipt | None = None
@@ -86,20 +87,18 @@ class Writer:
             KilnError: the first operation that could not apply (nothing of the job is kept).
         """
         loop = asyncio.get_running_loop()
-        job = _Job(operations, user, loop, loop.create_future())
-        self._submit(job)
-        assert job.future is not None
-        return await job.future
+        future: asyncio.Future[Receipt] = loop.create_future()
+        self._submit(_Job(operations, user, loop, future))
+        return await future
 
     def execute_sync(self, operations: Sequence[Operation], user: str | None = None) -> Receipt:
         """Like :meth:`execute`, blocking the calling thread (never call it on the event loop)."""
-        job = _Job(operations, user, None)
+        job = _Job(operations, user, None, done=threading.Event())
         self._submit(job)
         job.done.wait()
         if job.error is not None:
             raise job.error
-        assert job.receipt is not None
-        return job.receipt
+        return cast(Receipt, job.receipt)
 
     def close(self) -> None:
         """Commit every job already submitted, then stop the thread."""
@@ -183,7 +182,7 @@ class Writer:
     def _answer(self, group: list[_Job]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         for job in group:
-            if job.loop is None:
+            if job.done is not None:
                 job.done.set()
             else:
                 by_loop.setdefault(job.loop, []).append(job)
