@@ -91,7 +91,7 @@ class ServerProcess:
         raise RuntimeError(f"{self.name} did not answer within {timeout:.0f}s:\n{self.log()}")
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, wait up to ``timeout`` s, then SIGKILL; returns the exit code (None if unstarted)."""
+        """SIGTERM, then SIGKILL after ``timeout`` s; the exit code (None if never started)."""
         process = self.process
         if process is None:
             return None

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from kiln.types import Key
 
-_INTEGER_TYPES = frozenset({"Int", "Long", "BigInt"})
+_INTEGER_RANGES = {"Int": 2**31, "Long": 2**63, "BigInt": None}
 _INTEGER = re.compile(r"-?[0-9]+")
 
 
@@ -41,10 +41,14 @@ def parse_key(text: str, key_type: str) -> Key:
     Raises:
         ValueError: ``text`` is not a value of ``key_type``.
     """
-    if key_type in _INTEGER_TYPES:
+    if key_type in _INTEGER_RANGES:
         if not _INTEGER.fullmatch(text):
             raise ValueError(f"{text!r} is not a whole number")
-        return int(text)
+        number = int(text)
+        bound = _INTEGER_RANGES[key_type]
+        if bound is not None and not -bound <= number < bound:
+            raise ValueError(f"{text} is out of the {key_type} range")
+        return number
     if key_type == "Float":
         number = float(text)
         if not math.isfinite(number):

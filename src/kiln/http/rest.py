@@ -8,6 +8,7 @@ behind :func:`kiln.resource.invoke`. Every URL the server answers is decided in
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -55,10 +56,25 @@ def _json_body(body: bytes) -> Any:
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as error:
-        problem = str(error)
-        if "truncated" in problem:
-            problem = f"it ends at byte {len(body)} before the JSON value is complete"
-        raise BadRequest(f"the body is not valid JSON: {problem}") from None
+        raise BadRequest(f"the body is not valid JSON: {_json_problem(body, error)}") from None
+    except RecursionError:
+        raise BadRequest(
+            "the body nests arrays or objects too deeply to read; flatten it"
+        ) from None
+
+
+def _json_problem(body: bytes, error: msgspec.DecodeError) -> str:
+    """What is wrong with ``body``, with a position where msgspec's message lacks one."""
+    problem = str(error)
+    if "truncated" not in problem:
+        return problem
+    try:  # msgspec says "truncated" both for a cut-off body and for a lone surrogate escape
+        json.loads(body)
+    except json.JSONDecodeError as stdlib_error:
+        return f"{stdlib_error.msg} (byte {stdlib_error.pos})"
+    except UnicodeDecodeError as decode_error:
+        return f"it is not UTF-8 (byte {decode_error.start})"
+    return "it contains an unpaired surrogate escape (such as \\ud800); send whole UTF-16 pairs"
 
 
 def _if_match(value: str | None) -> Version | None:

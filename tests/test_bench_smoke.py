@@ -1,0 +1,42 @@
+"""The REST benchmark still runs end to end (tiny and short: this checks it works, not speed)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not on PATH (apt-get install wrk) to load servers"
+)
+def test_bench_rest_runs_and_prints_the_ratios() -> None:
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.rest",
+            *("--records", "200", "--duration", "1", "--connections", "4", "--threads", "1"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = finished.stdout + finished.stderr
+    assert finished.returncode == 0, output
+    for target in ("kiln GET", "bare GET", "kiln PUT"):
+        assert re.search(rf"^{target}\s+[\d,]+\s", finished.stdout, re.MULTILINE), output
+    for name in ("kiln GET", "kiln PUT"):
+        assert re.search(
+            rf"^ratio {name} / bare GET = \d+\.\d+ +\(target >= 0\.\d+: (met|NOT met)\)$",
+            finished.stdout,
+            re.MULTILINE,
+        ), output
+    assert "WARNING" not in finished.stdout, output  # no error responses, no socket errors

@@ -1,0 +1,316 @@
+"""Tests for the ``kiln`` command line: start-up errors, settings from the environment and
+the command line, the start-up banner and the default data folder.
+
+Errors that stop kiln before it serves run in-process with typer's CliRunner; a
+server that must listen runs as a ``python -m kiln run`` subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from conftest import free_port, write_app
+from kiln.cli import cli
+
+SCHEMA = """type Dog @table @export {
+  id: Int @primaryKey
+  name: String
+}
+
+type Cat @table @export(name: "cats") {
+  id: ID @primaryKey
+  name: String
+}
+
+type Hidden @table {
+  id: ID @primaryKey
+  note: String
+}
+"""
+
+runner = CliRunner()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The process environment without any KILN_* variable, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+    env.update(extra)
+    return env
+
+
+def kiln_run(app_dir: Path, *args: str, **env: str):
+    """``kiln run APP_DIR ARGS`` in-process, with only the KILN_* variables in ``env``."""
+    overrides: dict[str, str | None] = {k: None for k in os.environ if k.startswith("KILN_")}
+    overrides.update(env)
+    return runner.invoke(cli, ["run", str(app_dir), *args], env=overrides)
+
+
+# --------------------------------------------------------------------------- schema errors
+
+SCHEMA_ERRORS = [
+    pytest.param(
+        "type Dog @table @export {\n  id: Int @primaryKey\n  name String\n}\n",
+        "schema.graphql:3:8: syntax error: Expected ':', found Name 'String'",
+        "hint: each type reads `type Name @directive { field: Type @directive }`",
+        id="syntax-error",
+    ),
+    pytest.param(
+        "type Dog @table @export {\n  id: Int @primaryKey\n",
+        "schema.graphql:3:1: syntax error: Expected Name, found <EOF>",
+        "hint: the file ends too early",
+        id="unexpected-end",
+    ),
+    pytest.param(
+        "type Dog @table @export {\n  id: Int @primaryKey\n  owner: Person\n}\n",
+        "schema.graphql:3:10: unknown type `Person` for `owner` of `Dog`",
+        "hint: use a scalar (ID, String, Int, Long, Float, BigInt, Boolean, Date, Bytes, Any) "
+        "or declare `type Person`",
+        id="unknown-type",
+    ),
+    pytest.param(
+        "type Dog @table @export {\n  id: Int @primaryKey\n  name: String @indexd\n}\n",
+        "schema.graphql:3:16: unknown directive `@indexd` on a field",
+        "hint: did you mean `@indexed`?",
+        id="unknown-field-directive",
+    ),
+    pytest.param(
+        "type Dog @tabel @export {\n  id: Int @primaryKey\n}\n",
+        "schema.graphql:1:10: unknown directive `@tabel` on a type",
+        "hint: did you mean `@table`?",
+        id="unknown-type-directive",
+    ),
+    pytest.param(
+        "type Dog @table @export {\n  id: Int @primaryKey\n  code: String @primaryKey\n}\n",
+        "schema.graphql:3:16: `Dog` has a second `@primaryKey` (on `code`; the first is on `id`)",
+        "hint: a table has exactly one primary key; remove one of them",
+        id="two-primary-keys",
+    ),
+]
+
+
+@pytest.mark.parametrize(("schema", "location_and_message", "hint"), SCHEMA_ERRORS)
+def test_schema_error_is_reported_with_its_position(
+    tmp_path: Path, schema: str, location_and_message: str, hint: str
+) -> None:
+    app = write_app(tmp_path / "app", schema)
+    data = tmp_path / "data"
+    result = kiln_run(app, "--port", str(free_port()), "--data", str(data))
+    assert result.exit_code != 0
+    lines = result.output.splitlines()
+    assert lines[0] == f"error: {location_and_message}", result.output
+    assert lines[1].strip().startswith(hint), result.output
+    assert "Traceback" not in result.output
+    assert not data.exists(), "a database was opened for a broken schema"
+
+
+def test_schema_error_in_a_real_process(tmp_path: Path) -> None:
+    """The same report from ``python -m kiln run``, on stderr, with a non-zero exit."""
+    app = write_app(tmp_path / "app", "type Dog @table {\n  id: Int @primaryKey\n  x: Strin\n}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "kiln", "run", str(app), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=clean_env(),
+    )
+    assert done.returncode != 0
+    assert re.search(r"^error: schema\.graphql:3:6: unknown type `Strin`", done.stderr, re.M)
+    assert re.search(r"^\s*hint: did you mean `String`\?$", done.stderr, re.M), done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (app / ".kiln").exists()
+
+
+def test_missing_schema_file(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    result = kiln_run(app, "--port", str(free_port()))
+    assert result.exit_code != 0
+    assert result.output.startswith("error: schema.graphql: `schema.graphql` not found")
+    assert "hint:" in result.output
+
+
+# --------------------------------------------------------------------------- config errors
+
+CONFIG_ERRORS = [
+    pytest.param(
+        "http:\n  port: abc\n",
+        'config.yaml:2:9: `http.port` expects a port number from 1 to 65535, got "abc"',
+        id="bad-value",
+    ),
+    pytest.param(
+        "htp:\n  port: 1\n",
+        "config.yaml:1:1: unknown setting `htp`",
+        id="unknown-section",
+    ),
+    pytest.param(
+        "http:\n  port: 80\n   host: x\n",
+        "config.yaml:3:8: YAML syntax error: mapping values are not allowed here",
+        id="yaml-syntax",
+    ),
+]
+
+
+@pytest.mark.parametrize(("config", "location_and_message"), CONFIG_ERRORS)
+def test_config_error_is_reported_with_its_position(
+    tmp_path: Path, config: str, location_and_message: str
+) -> None:
+    app = write_app(tmp_path / "app", SCHEMA, config)
+    data = tmp_path / "data"
+    result = kiln_run(app, "--port", str(free_port()), "--data", str(data))
+    assert result.exit_code != 0
+    lines = result.output.splitlines()
+    assert lines[0] == f"error: {location_and_message}", result.output
+    assert lines[1].strip().startswith("hint: "), result.output
+    assert not data.exists()
+
+
+def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+    app = write_app(tmp_path / "app", SCHEMA)
+    result = kiln_run(app, KILN_HTTP_PORT="abc")
+    assert result.exit_code != 0
+    first = result.output.splitlines()[0]
+    assert "KILN_HTTP_PORT" in first, result.output
+    assert '"abc"' in first
+    assert "hint:" in result.output
+    assert not (app / ".kiln").exists()
+
+
+def test_bad_port_option(tmp_path: Path) -> None:
+    app = write_app(tmp_path / "app", SCHEMA)
+    result = kiln_run(app, "--port", "70000")
+    assert result.exit_code != 0
+    assert "http.port" in result.output
+    assert "70000" in result.output
+
+
+# --------------------------------------------------------------------------- running servers
+
+
+class Running:
+    """A ``python -m kiln run`` subprocess whose output goes to a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, log: Path):
+        self.log_path = log
+        with log.open("w") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "kiln", "run", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+            )
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_ready(self, port: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"kiln exited with {self.process.returncode}:\n{self.output()}"
+                )
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/_health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise AssertionError(f"kiln did not answer on port {port}:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@pytest.fixture()
+def processes() -> Iterator[list[Running]]:
+    started: list[Running] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+def refused(port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/_health", timeout=1)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
+def test_env_port_banner_and_default_data_folder(tmp_path: Path, processes: list[Running]) -> None:
+    write_app(tmp_path / "app", SCHEMA)
+    port = free_port()
+    # run from tmp_path with a relative app path: data belongs in the app, not the cwd
+    server = Running(["app"], clean_env(KILN_HTTP_PORT=str(port)), tmp_path, tmp_path / "out.log")
+    processes.append(server)
+    server.wait_ready(port)
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        assert http.put("/Dog/1", json={"name": "rex"}).status_code == 204
+        assert http.get("/Dog/1").json() == {"id": 1, "name": "rex"}
+
+    output = server.output()
+    assert f"http://127.0.0.1:{port}/" in output
+    routes = [line.split()[0] for line in output.splitlines() if line.lstrip().startswith("/")]
+    assert routes == ["/Dog/", "/cats/"], output
+    route_lines = [line for line in output.splitlines() if line.lstrip().startswith("/")]
+    assert all("Hidden" not in line for line in route_lines)
+    assert "/Hidden/" not in output
+
+    data = tmp_path / "app" / ".kiln"
+    assert (data / "data" / "data.mdb").is_file()
+    assert str(data) in output, "the banner does not say where the data is"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app", "out.log"]
+
+
+def test_port_option_beats_the_environment(tmp_path: Path, processes: list[Running]) -> None:
+    app = write_app(tmp_path / "app", SCHEMA)
+    env_port, option_port = free_port(), free_port()
+    while option_port == env_port:
+        option_port = free_port()
+    server = Running(
+        [str(app), "--port", str(option_port), "--data", str(tmp_path / "data")],
+        clean_env(KILN_HTTP_PORT=str(env_port)),
+        tmp_path,
+        tmp_path / "out.log",
+    )
+    processes.append(server)
+    server.wait_ready(option_port)
+    assert refused(env_port)
+    assert f"http://127.0.0.1:{option_port}/" in server.output()
+    assert (tmp_path / "data" / "data" / "data.mdb").is_file()
+    assert not (app / ".kiln").exists()
+
+
+def test_config_file_port_and_env_override(tmp_path: Path, processes: list[Running]) -> None:
+    """config.yaml gives the port unless a KILN_* variable overrides it."""
+    file_port, env_port = free_port(), free_port()
+    while env_port == file_port:
+        env_port = free_port()
+    app = write_app(tmp_path / "app", SCHEMA, f"http:\n  port: {file_port}\n")
+    server = Running(
+        [str(app), "--data", str(tmp_path / "data")],
+        clean_env(KILN_HTTP_PORT=str(env_port)),
+        tmp_path,
+        tmp_path / "out.log",
+    )
+    processes.append(server)
+    server.wait_ready(env_port)
+    assert refused(file_port)
