@@ -172,7 +172,10 @@ def test_group_commit_with_threads_before_start(database: Database, writer: Writ
     }
     jobs[4] = [Put("Dog", 300, {"name": "never"}), Insert("Dog", 1, {"name": "dup"})]
 
+    submitting = threading.Semaphore(0)
+
     def submit(i: int) -> None:
+        submitting.release()
         try:
             outcomes[i] = writer.execute_sync(jobs[i])
         except Exception as error:
@@ -181,7 +184,9 @@ def test_group_commit_with_threads_before_start(database: Database, writer: Writ
     threads = [threading.Thread(target=submit, args=(i,)) for i in jobs]
     for thread in threads:
         thread.start()
-    time.sleep(0.3)  # let every thread block in execute_sync with its job queued
+    for _ in threads:
+        assert submitting.acquire(timeout=10)
+    time.sleep(0.2)  # each thread is a few instructions from queueing its job: let it
     assert not outcomes, "a job was answered before the writer started"
     writer.start()
     for thread in threads:

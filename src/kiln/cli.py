@@ -65,6 +65,20 @@ def run(
         raise typer.Exit(2) from None
     print(banner(app), flush=True)
     asyncio.run(serve(app))
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """Leave at once, once every write is committed and the databases are closed.
+
+    granian's embedded server can still have Rust threads winding down when the
+    loop ends, and one that panics during interpreter teardown aborts the process
+    (SIGABRT). Nothing is left to clean up by then, so skip the teardown.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main() -> None:
