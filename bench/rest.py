@@ -152,9 +152,33 @@ async def _put_all(base_url: str, ids: range, in_flight: int) -> None:
 
 def seed_http(server: ServerProcess, ids: range, in_flight: int) -> Seeding:
     """Seed through the running kiln server: concurrent PUTs, so commits are grouped."""
+    terminated = False
+
+    async def put_all() -> None:
+        # A SIGTERM cancels the seeding task (asyncio.run does the same for Ctrl-C):
+        # raising SystemExit from a plain handler in the middle of httpx can hang.
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_sigterm() -> None:
+            nonlocal terminated
+            terminated = True
+            task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+        await _put_all(server.url, ids, in_flight)
+
+    previous = signal.getsignal(signal.SIGTERM)
     cpu = time.process_time()
     started = time.perf_counter()
-    asyncio.run(_put_all(server.url, ids, in_flight))
+    try:
+        asyncio.run(put_all())
+    except asyncio.CancelledError:
+        if terminated:
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # closing the loop reset it to the default
     seconds = time.perf_counter() - started
     method = f"over HTTP (httpx, PUT /{TABLE}/<id>, {in_flight} in flight)"
     return Seeding(method, ids.start, ids.stop - 1, seconds, time.process_time() - cpu)

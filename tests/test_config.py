@@ -28,6 +28,8 @@ from kiln.config import (
     env_name,
     load_config,
 )
+from kiln.config import loader as config_loader
+from kiln.config import settings as config_settings
 from kiln.errors import ConfigError
 
 MiB = 1024 * 1024
@@ -736,7 +738,7 @@ def test_keys_are_unique_and_match_section_fields() -> None:
     assert len(keys) == len(set(keys))
     sections = {"http": HttpConfig, "storage": StorageConfig, "logging": LoggingConfig}
     expected = {
-        (section, config_module._attribute(rest))
+        (section, config_settings._attribute(rest))
         for section, _, rest in (key.partition(".") for key in keys)
     }
     actual = {
@@ -747,9 +749,9 @@ def test_keys_are_unique_and_match_section_fields() -> None:
 
 
 def test_attribute_names() -> None:
-    assert config_module._attribute("maxBodySize") == "max_body_size"
-    assert config_module._attribute("accessLog") == "access_log"
-    assert config_module._attribute("port") == "port"
+    assert config_settings._attribute("maxBodySize") == "max_body_size"
+    assert config_settings._attribute("accessLog") == "access_log"
+    assert config_settings._attribute("port") == "port"
 
 
 # --------------------------------------------------------------------------- a map-kind setting
@@ -764,7 +766,7 @@ ROLES_SETTINGS = (
 
 def read_with_roles(app_dir: Path, text: str, env: dict[str, str] | None = None) -> tuple:
     write(app_dir, text)
-    return config_module._read(app_dir, env or {}, {}, ROLES_SETTINGS)
+    return config_loader._read(app_dir, env or {}, {}, ROLES_SETTINGS)
 
 
 def test_map_kind_setting(tmp_path: Path) -> None:

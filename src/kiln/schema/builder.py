@@ -1,52 +1,30 @@
-"""``schema.graphql`` → table definitions.
+"""Walk a parsed ``schema.graphql`` syntax tree into a :class:`~kiln.schema.Schema`.
 
-An application declares its tables as GraphQL object types with directives::
-
-    type Dog @table(database: "data", table: "dogs") @export(name: "Dog") @sealed {
-      id: Int @primaryKey
-      name: String! @indexed
-      created: Long @createdTime
-    }
-
-:func:`parse_schema` reads that text with graphql-core's parser and walks the
-syntax tree itself (the directives are kiln's, not declared in the file, so no
-GraphQL schema is built). The result is a :class:`Schema`: frozen
-:class:`TableDef` and :class:`ObjectType` values the storage, REST and
-validation layers read. Every mistake raises :class:`~kiln.errors.SchemaError`
-pointing at the offending token, with a hint saying how to fix it.
+:class:`_Builder` reads the document one definition at a time: it rejects what
+kiln does not support, then reads each object type into a
+:class:`~kiln.schema.TableDef` or :class:`~kiln.schema.ObjectType`, its fields
+into :class:`~kiln.schema.Attribute` values, and checks what needs the whole
+type or document (one primary key, unique storage and export names, known
+types). Every mistake raises :class:`~kiln.errors.SchemaError` at its token.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import re
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from graphql import GraphQLError
 from graphql import language as ast
-from graphql.language import Lexer, Source, TokenKind
-from graphql.language import parse as graphql_parse
 
-from kiln.errors import KilnError, SchemaError
-
-__all__ = [
-    "SCALARS",
-    "Attribute",
-    "ObjectType",
-    "Schema",
-    "TableDef",
-    "TypeRef",
-    "load_schema",
-    "parse_schema",
-]
-
-SCALARS: frozenset[str] = frozenset(
-    {"ID", "String", "Int", "Long", "Float", "BigInt", "Boolean", "Date", "Bytes", "Any"}
+from kiln.schema.directives import _at, _DirectiveChecker, _Directives
+from kiln.schema.model import (
+    SCALARS,
+    Attribute,
+    ObjectType,
+    Schema,
+    TableDef,
+    TypeRef,
+    _suggest,
 )
-"""The scalar type names an attribute may have."""
 
 _SCALAR_ORDER = (
     "ID",
@@ -64,23 +42,6 @@ _KEY_SCALARS = ("ID", "String", "Int", "Long", "Float", "BigInt")
 _TIME_SCALARS = ("Long", "Float", "Date", "Any")
 _RESERVED_TYPES = frozenset({"Query", "Mutation", "Subscription"})
 _DEFAULT_DATABASE = "data"
-
-# Directive name → its argument names, per location.
-_TYPE_DIRECTIVES: dict[str, tuple[str, ...]] = {
-    "table": ("table", "database"),
-    "export": ("name",),
-    "sealed": (),
-}
-_FIELD_DIRECTIVES: dict[str, tuple[str, ...]] = {
-    "primaryKey": (),
-    "indexed": (),
-    "createdTime": (),
-    "updatedTime": (),
-}
-
-_LINE_BREAK = re.compile(r"\r\n|[\n\r]")
-_STORAGE_NAME = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
-_EXPORT_NAME = re.compile(r"[A-Za-z0-9.-][A-Za-z0-9_.-]*", re.ASCII)
 
 # Definitions kiln does not read yet: what they are, and what to do instead.
 _UNSUPPORTED: tuple[tuple[type[ast.Node], str, str], ...] = (
@@ -133,265 +94,12 @@ _UNSUPPORTED: tuple[tuple[type[ast.Node], str, str], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class TypeRef:
-    """An attribute's type: a scalar or object type name, maybe a list, maybe required.
-
-    ``[String!]!`` reads ``TypeRef("String", is_list=True, required=True,
-    item_required=True)``; ``str()`` gives the SDL spelling back.
-    """
-
-    name: str
-    is_list: bool = False
-    required: bool = False
-    item_required: bool = False
-
-    @property
-    def is_scalar(self) -> bool:
-        """Whether the (item) type is one of :data:`SCALARS`."""
-        return self.name in SCALARS
-
-    def __str__(self) -> str:
-        text = self.name
-        if self.is_list:
-            text = f"[{text}!]" if self.item_required else f"[{text}]"
-        return f"{text}!" if self.required else text
-
-
-@dataclass(frozen=True, slots=True)
-class Attribute:
-    """One field of a table or nested type, with its directives and its position in the file."""
-
-    name: str
-    type: TypeRef
-    indexed: bool = False
-    primary_key: bool = False
-    created_time: bool = False
-    updated_time: bool = False
-    line: int = 0
-    column: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectType:
-    """A nested (non-table) object type: the shape of an attribute's value."""
-
-    name: str
-    attributes: dict[str, Attribute]
-    sealed: bool = False
-    line: int = 0
-    column: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class TableDef:
-    """A ``@table`` type: where its records are stored, how it is exported, its attributes.
-
-    ``attributes`` is in declaration order and includes the primary key (an
-    implicit ``id: ID`` comes first).
-    """
-
-    name: str
-    table: str
-    database: str
-    export_name: str | None
-    primary_key: str
-    attributes: dict[str, Attribute]
-    sealed: bool = False
-    line: int = 0
-    column: int = 0
-
-    @property
-    def indexed(self) -> tuple[str, ...]:
-        """The names of the ``@indexed`` attributes (the primary key excluded), in order."""
-        return tuple(
-            a.name for a in self.attributes.values() if a.indexed and a.name != self.primary_key
-        )
-
-    @property
-    def created_time(self) -> str | None:
-        """The name of the ``@createdTime`` attribute, if any."""
-        return next((a.name for a in self.attributes.values() if a.created_time), None)
-
-    @property
-    def updated_time(self) -> str | None:
-        """The name of the ``@updatedTime`` attribute, if any."""
-        return next((a.name for a in self.attributes.values() if a.updated_time), None)
-
-    @property
-    def primary_key_type(self) -> str:
-        """The scalar type name of the primary key (``ID``, ``Int``, ...)."""
-        return self.attributes[self.primary_key].type.name
-
-
-@dataclass(frozen=True, slots=True)
-class Schema:
-    """Everything ``schema.graphql`` declares: tables and nested types, by type name."""
-
-    tables: dict[str, TableDef]
-    types: dict[str, ObjectType]
-    file: str = "schema.graphql"
-
-    def databases(self) -> list[str]:
-        """The database names the tables use, sorted."""
-        return sorted({t.database for t in self.tables.values()})
-
-    def exported(self) -> list[TableDef]:
-        """The tables with an ``@export``, in declaration order."""
-        return [t for t in self.tables.values() if t.export_name is not None]
-
-    def table(self, name: str) -> TableDef:
-        """The table declared as ``type NAME @table``; a :class:`KilnError` when there is none."""
-        try:
-            return self.tables[name]
-        except KeyError:
-            known = ", ".join(self.tables) or "none"
-            raise KilnError(
-                f"no table named `{name}` in {self.file}",
-                hint=_suggest(name, self.tables, f"the declared tables are: {known}"),
-            ) from None
-
-
-def load_schema(path: Path) -> Schema:
-    """Read and parse the schema file at ``path`` (errors name the file as ``path.name``)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise SchemaError(
-            f"`{path.name}` not found in {path.parent}",
-            file=path.name,
-            hint=f"create {path} declaring your tables, e.g. `type Dog @table @export "
-            "{ name: String }` (an empty file means no tables)",
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise SchemaError(
-            f"`{path.name}` is not valid UTF-8 text (byte {exc.start})",
-            file=path.name,
-            hint="save the file as UTF-8",
-        ) from None
-    except OSError as exc:
-        raise SchemaError(
-            f"cannot read `{path.name}`: {exc.strerror or exc}",
-            file=path.name,
-            hint=f"check that {path} is a readable file",
-        ) from None
-    return parse_schema(text, file=path.name)
-
-
-def parse_schema(text: str, file: str = "schema.graphql") -> Schema:
-    """Parse the SDL ``text`` into a :class:`Schema`; ``file`` names it in errors."""
-    source = Source(text, file)
-    if Lexer(source).advance().kind == TokenKind.EOF:
-        return Schema(tables={}, types={}, file=file)
-    try:
-        document = graphql_parse(source)
-    except GraphQLError as exc:
-        raise _syntax_error(exc, file) from None
-    return _Builder(file).build(document)
-
-
-# --------------------------------------------------------------------------- internals
-
-
-def _syntax_error(exc: GraphQLError, file: str) -> SchemaError:
-    """A :class:`SchemaError` for graphql-core's syntax error, at its location."""
-    message = exc.message
-    prefix = "Syntax Error: "
-    if message.startswith(prefix):
-        message = message[len(prefix) :]
-    message = "syntax error: " + message.rstrip(".")
-    line = column = None
-    if exc.positions and exc.source is not None:
-        # graphql-core's own line/column is off when the position starts a line.
-        line, column = _location(exc.source.body, exc.positions[0])
-    elif exc.locations:  # pragma: no cover - a syntax error always has a position
-        line, column = exc.locations[0].line, exc.locations[0].column
-    if "<EOF>" in message:
-        hint = "the file ends too early: check for a missing `}` or an unfinished field"
-    else:
-        hint = "each type reads `type Name @directive { field: Type @directive }`"
-    return SchemaError(message, file=file, line=line, column=column, hint=hint)
-
-
-def _location(text: str, offset: int) -> tuple[int, int]:
-    """The 1-based line and column of ``offset`` in ``text`` (GraphQL line terminators)."""
-    line, start = 1, 0
-    for match in _LINE_BREAK.finditer(text, 0, offset):
-        line, start = line + 1, match.end()
-    return line, offset - start + 1
-
-
-def _closest(name: str, choices: Iterable[str]) -> str | None:
-    """The choice closest to ``name`` (difflib, then a case-insensitive match), if any."""
-    choices = list(choices)
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    if close:
-        return close[0]
-    lowered = {c.lower(): c for c in choices}
-    return lowered.get(name.lower())
-
-
-def _suggest(name: str, choices: Iterable[str], otherwise: str, *, prefix: str = "") -> str:
-    """``did you mean `X`?`` for the closest of ``choices``, else ``otherwise``."""
-    close = _closest(name, choices)
-    return f"did you mean `{prefix}{close}`?" if close else otherwise
-
-
-def _at(node: ast.Node) -> tuple[int, int]:
-    """The 1-based line and column where ``node`` starts (after its description)."""
-    loc = node.loc
-    if loc is None:  # pragma: no cover - the parser always records locations
-        return 0, 0
-    token = loc.start_token
-    description = getattr(node, "description", None)
-    if description is not None and description.loc is not None:
-        token = description.loc.end_token.next or token
-    return token.line, token.column
-
-
-def _value_kind(value: ast.ValueNode) -> str:
-    """How a GraphQL argument value reads, for messages (``a number``, ``a variable``)."""
-    kinds: Sequence[tuple[type[ast.Node], str]] = (
-        (ast.VariableNode, "a variable"),
-        (ast.IntValueNode, "a number"),
-        (ast.FloatValueNode, "a number"),
-        (ast.BooleanValueNode, "a boolean"),
-        (ast.NullValueNode, "null"),
-        (ast.EnumValueNode, "an unquoted name"),
-        (ast.ListValueNode, "a list"),
-        (ast.ObjectValueNode, "an object"),
-    )
-    for cls, kind in kinds:
-        if isinstance(value, cls):
-            return kind
-    return "not a string"  # pragma: no cover
-
-
 def _lower_first(name: str) -> str:
     return name[:1].lower() + name[1:]
 
 
-@dataclass(frozen=True, slots=True)
-class _Directives:
-    """The checked directives on one node: name → node, and name → string arguments."""
-
-    nodes: dict[str, ast.DirectiveNode]
-    args: dict[str, dict[str, str]]
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.nodes
-
-
-class _Builder:
+class _Builder(_DirectiveChecker):
     """Walks a parsed document into a :class:`Schema`, raising at the first mistake."""
-
-    def __init__(self, file: str):
-        self.file = file
-
-    def error(self, node: ast.Node, message: str, hint: str) -> SchemaError:
-        line, column = _at(node)
-        return SchemaError(message, file=self.file, line=line, column=column, hint=hint)
 
     # ------------------------------------------------------------------ document
 
@@ -484,92 +192,6 @@ class _Builder:
             )
         return definition
 
-    # ------------------------------------------------------------------ directives
-
-    def directives(
-        self, nodes: Sequence[ast.DirectiveNode] | None, *, on_type: bool
-    ) -> _Directives:
-        """Check the directives on a type (``on_type``) or a field, and their arguments."""
-        here, there = (
-            (_TYPE_DIRECTIVES, _FIELD_DIRECTIVES)
-            if on_type
-            else (_FIELD_DIRECTIVES, _TYPE_DIRECTIVES)
-        )
-        place = "a type" if on_type else "a field"
-        found: dict[str, ast.DirectiveNode] = {}
-        args: dict[str, dict[str, str]] = {}
-        for node in nodes or ():
-            name = node.name.value
-            if name not in here:
-                if name in there:
-                    other = "a field" if on_type else "a type"
-                    example = (
-                        f"after the field's type: `name: String @{name}`"
-                        if on_type
-                        else f"after the type name: `type Dog @{name} {{ ... }}`"
-                    )
-                    raise self.error(
-                        node,
-                        f"`@{name}` belongs on {other}, not on {place}",
-                        f"move it {example}",
-                    )
-                if name == "relationship":
-                    hint = (
-                        "`@relationship` is not supported yet; store the related record's "
-                        "key instead, e.g. `ownerId: ID`"
-                    )
-                else:
-                    known = ", ".join(f"@{d}" for d in here)
-                    hint = _suggest(
-                        name, here, f"the directives on {place} are: {known}", prefix="@"
-                    )
-                raise self.error(node, f"unknown directive `@{name}` on {place}", hint)
-            if name in found:
-                raise self.error(
-                    node,
-                    f"`@{name}` appears twice on the same {place[2:]}",
-                    "remove the repeated one",
-                )
-            found[name] = node
-            args[name] = self.arguments(node, here[name])
-        return _Directives(found, args)
-
-    def arguments(self, directive: ast.DirectiveNode, valid: tuple[str, ...]) -> dict[str, str]:
-        """Check a directive's arguments: known names, once each, string values."""
-        name = directive.name.value
-        values: dict[str, str] = {}
-        for argument in directive.arguments or ():
-            arg = argument.name.value
-            if arg not in valid:
-                if valid:
-                    listed = ", ".join(f"`{a}`" for a in valid)
-                    hint = _suggest(arg, valid, f"`@{name}` takes {listed}")
-                    if hint.startswith("did"):
-                        hint += f" (`@{name}` takes {listed})"
-                else:
-                    hint = f"`@{name}` takes no arguments; write it as `@{name}`"
-                raise self.error(argument, f"unknown argument `{arg}` for `@{name}`", hint)
-            if arg in values:
-                raise self.error(
-                    argument,
-                    f"argument `{arg}` appears twice in `@{name}`",
-                    "keep one of them",
-                )
-            value = argument.value
-            if not isinstance(value, ast.StringValueNode):
-                example = (
-                    value.value
-                    if isinstance(value, ast.EnumValueNode | ast.IntValueNode | ast.FloatValueNode)
-                    else "..."
-                )
-                raise self.error(
-                    value,
-                    f"`@{name}({arg}:)` expects a string, got {_value_kind(value)}",
-                    f'quote it: `@{name}({arg}: "{example}")`',
-                )
-            values[arg] = value.value
-        return values
-
     # ------------------------------------------------------------------ types
 
     def table(
@@ -644,45 +266,6 @@ class _Builder:
             sealed="sealed" in directives,
             line=line,
             column=column,
-        )
-
-    def storage_name(
-        self, directive: ast.DirectiveNode, arg: str, args: dict[str, str], default: str
-    ) -> str:
-        value = args.get(arg, default)
-        if arg in args and not _STORAGE_NAME.fullmatch(value):
-            node = next(a.value for a in directive.arguments if a.name.value == arg)
-            what = "empty" if not value else f"`{value}`"
-            raise self.error(
-                node,
-                f"invalid {arg} name {what} in `@table({arg}:)`",
-                f"use letters, digits, `_` and `-` only, e.g. `@table({arg}: "
-                f'"{re.sub(r"[^A-Za-z0-9_-]", "_", value) or "dogs"}")`',
-            )
-        return value
-
-    def export_name(self, directive: ast.DirectiveNode, args: dict[str, str], default: str) -> str:
-        value = args.get("name", default)
-        if _EXPORT_NAME.fullmatch(value) and value not in (".", ".."):
-            return value
-        node: ast.Node = directive
-        if "name" in args:
-            node = next(a.value for a in directive.arguments if a.name.value == "name")
-        if not value:
-            problem = "is empty"
-        elif value.startswith("_"):
-            problem = "starts with `_`, which kiln reserves for its own routes (like /_health)"
-        elif "/" in value:
-            problem = "contains `/`; it must be a single URL path segment"
-        elif value in (".", ".."):
-            problem = "is not a usable URL path segment"
-        else:
-            problem = "may only contain letters, digits, `_`, `-` and `.`"
-        suggestion = re.sub(r"[^A-Za-z0-9_.-]", "", value.replace("/", "-")).lstrip("_.") or "Dog"
-        raise self.error(
-            node,
-            f"the export name `{value}` {problem}",
-            f'choose another name, e.g. `@export(name: "{suggestion}")`',
         )
 
     def fields(
@@ -783,18 +366,6 @@ class _Builder:
                 self.check_key_type(attribute, field.type, implicit=False)
             attributes[name] = attribute
         return attributes, marks
-
-    def nested_directive_error(self, directive: str, owner: str, field: str) -> tuple[str, str]:
-        if directive == "indexed":
-            return (
-                f"`@indexed` on `{field}` of `{owner}`, which is not a @table; "
-                "indexes are per table, on top-level attributes",
-                "remove it, or index an attribute of the table itself",
-            )
-        return (
-            f"`@{directive}` on `{field}` of `{owner}`, which is not a @table",
-            f"`@{directive}` applies to top-level attributes of a @table type; move it there",
-        )
 
     def type_ref(self, node: ast.TypeNode) -> tuple[TypeRef, ast.NamedTypeNode]:
         """The :class:`TypeRef` of a field type, and its named-type node."""

@@ -1,0 +1,179 @@
+"""Every setting kiln reads, and the :class:`Config` that holds their effective values.
+
+:data:`SETTINGS` lists each :class:`Setting` (key, kind, default, help); its
+``KILN_*`` variable comes from :func:`env_name`. The section dataclasses
+(:class:`HttpConfig`, :class:`StorageConfig`, :class:`LoggingConfig`) have a
+field per setting, and :class:`Config` groups them with where each value came
+from (a :class:`Source`). Reading the values is :mod:`kiln.config.loader`'s job.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from kiln.config.kinds import BOOL, PORT, SIZE, STRING, Kind, choice, directory
+
+CONFIG_FILE = "config.yaml"
+"""The settings file's name inside the application folder."""
+
+ENV_PREFIX = "KILN_"
+"""Every environment override starts with this."""
+
+RESERVED_ENV = frozenset({"KILN_ADMIN_USER", "KILN_ADMIN_PASSWORD"})
+"""``KILN_*`` variables that are not settings but are read elsewhere (never warned about)."""
+
+
+class Source(StrEnum):
+    """Where a setting's effective value came from (also the ``file`` of a :class:`ConfigError`)."""
+
+    DEFAULT = "default"
+    FILE = CONFIG_FILE
+    ENVIRONMENT = "environment"
+    COMMAND_LINE = "command line"
+
+
+def env_name(key: str) -> str:
+    """The environment variable for ``key``: ``http.maxBodySize`` -> ``KILN_HTTP_MAXBODYSIZE``."""
+    return ENV_PREFIX + key.upper().replace(".", "_")
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting: its dotted ``key``, its :class:`Kind`, its default and a line of help."""
+
+    key: str
+    kind: Kind
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str | None:
+        """The ``KILN_*`` variable that overrides it, or ``None`` for kinds with no text form."""
+        return env_name(self.key) if self.kind.parse_text is not None else None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("http.host", STRING, "127.0.0.1", "The address to listen on."),
+    Setting("http.port", PORT, 9926, "The port to listen on."),
+    Setting(
+        "http.maxBodySize",
+        SIZE,
+        10 * 1024**2,
+        'The largest request body accepted, in bytes or with a unit ("10MiB").',
+    ),
+    Setting("http.accessLog", BOOL, False, "Log one line per request."),
+    Setting(
+        "storage.path",
+        directory(".kiln"),
+        None,
+        "The database directory, relative to the app folder; null means APP_DIR/.kiln.",
+    ),
+    Setting(
+        "storage.mapSize",
+        SIZE,
+        256 * 1024**2,
+        "The initial LMDB map size; it grows automatically.",
+    ),
+    Setting(
+        "logging.level",
+        choice("debug", "info", "warning", "error"),
+        "info",
+        "The least severe level logged.",
+    ),
+)
+"""Every setting kiln reads, in the order docs and the ``config.yaml`` template list them."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The ``http`` section."""
+
+    host: str
+    """``http.host``: the address to listen on."""
+    port: int
+    """``http.port``: the port to listen on."""
+    max_body_size: int
+    """``http.maxBodySize``: the largest request body accepted, in bytes."""
+    access_log: bool
+    """``http.accessLog``: whether to log one line per request."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """The ``storage`` section."""
+
+    path: Path
+    """``storage.path``: the database directory, absolute."""
+    map_size: int
+    """``storage.mapSize``: the initial LMDB map size, in bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """The ``logging`` section."""
+
+    level: Literal["debug", "info", "warning", "error"]
+    """``logging.level``: the least severe level logged."""
+
+
+_SECTIONS: dict[str, type] = {
+    "http": HttpConfig,
+    "storage": StorageConfig,
+    "logging": LoggingConfig,
+}
+"""Each section's dataclass; a setting ``section.someKey`` is its field ``some_key``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """An application's effective settings, each from the first place that gave it.
+
+    Read ``config.http.port``; or by key, ``config.value("http.port")`` and
+    ``config.source("http.port")`` (a :class:`Source`).
+    """
+
+    app_dir: Path
+    """The application folder, absolute."""
+    http: HttpConfig
+    """The ``http.*`` settings."""
+    storage: StorageConfig
+    """The ``storage.*`` settings."""
+    logging: LoggingConfig
+    """The ``logging.*`` settings."""
+    _values: Mapping[str, Any] = field(repr=False)
+    _sources: Mapping[str, Source] = field(repr=False)
+    warnings: tuple[str, ...] = ()
+    """Things worth telling the user that did not stop kiln (an unknown ``KILN_*`` variable)."""
+
+    def value(self, key: str) -> Any:
+        """The effective value of the setting ``key`` (``"http.port"``)."""
+        return self._values[_known(key)]
+
+    def source(self, key: str) -> Source:
+        """Where the setting ``key`` came from."""
+        return self._sources[_known(key)]
+
+
+def _known(key: str) -> str:
+    if key not in _BY_KEY:
+        close = difflib.get_close_matches(key, _BY_KEY, n=1)
+        suggestion = f"; did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"no setting {key!r}{suggestion}")
+    return key
+
+
+_BY_KEY: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
+
+
+def _attribute(name: str) -> str:
+    """The Python name of a key segment: ``maxBodySize`` -> ``max_body_size``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).replace(".", "_").lower()

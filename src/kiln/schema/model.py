@@ -1,0 +1,155 @@
+"""The frozen definitions a parsed ``schema.graphql`` yields, which every other layer reads.
+
+:class:`Schema` holds the :class:`TableDef` (``@table`` types) and
+:class:`ObjectType` (nested types) values, whose fields are :class:`Attribute`
+values typed by a :class:`TypeRef` over :data:`SCALARS` or a declared type.
+Nothing here parses; :mod:`kiln.schema.parser` builds these values.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kiln.errors import KilnError
+
+SCALARS: frozenset[str] = frozenset(
+    {"ID", "String", "Int", "Long", "Float", "BigInt", "Boolean", "Date", "Bytes", "Any"}
+)
+"""The scalar type names an attribute may have."""
+
+
+@dataclass(frozen=True, slots=True)
+class TypeRef:
+    """An attribute's type: a scalar or object type name, maybe a list, maybe required.
+
+    ``[String!]!`` reads ``TypeRef("String", is_list=True, required=True,
+    item_required=True)``; ``str()`` gives the SDL spelling back.
+    """
+
+    name: str
+    is_list: bool = False
+    required: bool = False
+    item_required: bool = False
+
+    @property
+    def is_scalar(self) -> bool:
+        """Whether the (item) type is one of :data:`SCALARS`."""
+        return self.name in SCALARS
+
+    def __str__(self) -> str:
+        text = self.name
+        if self.is_list:
+            text = f"[{text}!]" if self.item_required else f"[{text}]"
+        return f"{text}!" if self.required else text
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """One field of a table or nested type, with its directives and its position in the file."""
+
+    name: str
+    type: TypeRef
+    indexed: bool = False
+    primary_key: bool = False
+    created_time: bool = False
+    updated_time: bool = False
+    line: int = 0
+    column: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectType:
+    """A nested (non-table) object type: the shape of an attribute's value."""
+
+    name: str
+    attributes: dict[str, Attribute]
+    sealed: bool = False
+    line: int = 0
+    column: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TableDef:
+    """A ``@table`` type: where its records are stored, how it is exported, its attributes.
+
+    ``attributes`` is in declaration order and includes the primary key (an
+    implicit ``id: ID`` comes first).
+    """
+
+    name: str
+    table: str
+    database: str
+    export_name: str | None
+    primary_key: str
+    attributes: dict[str, Attribute]
+    sealed: bool = False
+    line: int = 0
+    column: int = 0
+
+    @property
+    def indexed(self) -> tuple[str, ...]:
+        """The names of the ``@indexed`` attributes (the primary key excluded), in order."""
+        return tuple(
+            a.name for a in self.attributes.values() if a.indexed and a.name != self.primary_key
+        )
+
+    @property
+    def created_time(self) -> str | None:
+        """The name of the ``@createdTime`` attribute, if any."""
+        return next((a.name for a in self.attributes.values() if a.created_time), None)
+
+    @property
+    def updated_time(self) -> str | None:
+        """The name of the ``@updatedTime`` attribute, if any."""
+        return next((a.name for a in self.attributes.values() if a.updated_time), None)
+
+    @property
+    def primary_key_type(self) -> str:
+        """The scalar type name of the primary key (``ID``, ``Int``, ...)."""
+        return self.attributes[self.primary_key].type.name
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """Everything ``schema.graphql`` declares: tables and nested types, by type name."""
+
+    tables: dict[str, TableDef]
+    types: dict[str, ObjectType]
+    file: str = "schema.graphql"
+
+    def databases(self) -> list[str]:
+        """The database names the tables use, sorted."""
+        return sorted({t.database for t in self.tables.values()})
+
+    def exported(self) -> list[TableDef]:
+        """The tables with an ``@export``, in declaration order."""
+        return [t for t in self.tables.values() if t.export_name is not None]
+
+    def table(self, name: str) -> TableDef:
+        """The table declared as ``type NAME @table``; a :class:`KilnError` when there is none."""
+        try:
+            return self.tables[name]
+        except KeyError:
+            known = ", ".join(self.tables) or "none"
+            raise KilnError(
+                f"no table named `{name}` in {self.file}",
+                hint=_suggest(name, self.tables, f"the declared tables are: {known}"),
+            ) from None
+
+
+def _closest(name: str, choices: Iterable[str]) -> str | None:
+    """The choice closest to ``name`` (difflib, then a case-insensitive match), if any."""
+    choices = list(choices)
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    lowered = {c.lower(): c for c in choices}
+    return lowered.get(name.lower())
+
+
+def _suggest(name: str, choices: Iterable[str], otherwise: str, *, prefix: str = "") -> str:
+    """``did you mean `X`?`` for the closest of ``choices``, else ``otherwise``."""
+    close = _closest(name, choices)
+    return f"did you mean `{prefix}{close}`?" if close else otherwise
