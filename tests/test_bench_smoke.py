@@ -23,6 +23,7 @@ def test_bench_rest_runs_and_prints_the_ratios() -> None:
             "-m",
             "bench.rest",
             *("--records", "200", "--duration", "1", "--connections", "4", "--threads", "1"),
+            *("--http-seed", "100"),  # ids 101-200 offline, 1-100 over HTTP: both seeding paths
         ],
         cwd=ROOT,
         capture_output=True,
@@ -31,9 +32,11 @@ def test_bench_rest_runs_and_prints_the_ratios() -> None:
     )
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, output
-    for target in ("kiln GET", "bare GET", "kiln PUT"):
+    assert "seeded ids 101-200 offline" in finished.stdout, output
+    assert "seeded ids 1-100 over HTTP" in finished.stdout, output
+    for target in ("kiln GET", "bare GET", "kiln PUT", "kiln PUT update"):
         assert re.search(rf"^{target}\s+[\d,]+\s", finished.stdout, re.MULTILINE), output
-    for name in ("kiln GET", "kiln PUT"):
+    for name in ("kiln GET", "kiln PUT", "kiln PUT update"):
         assert re.search(
             rf"^ratio {name} / bare GET = \d+\.\d+ +\(target >= 0\.\d+: (met|NOT met)\)$",
             finished.stdout,

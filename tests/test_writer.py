@@ -163,6 +163,39 @@ def test_group_commit_with_one_failing_request(database: Database, writer: Write
     assert database.env.info()["last_txnid"] == txn_id, "more than one commit for one group"
 
 
+def test_single_operation_failures_in_one_group(database: Database, writer: Writer) -> None:
+    """Single-operation jobs share the group's transaction; each still fails alone.
+
+    An expected failure (a stale version, a missing record) is raised before the job
+    writes; any other failure (here a key LMDB cannot hold) makes the writer redo the
+    group without that job, so neither kind leaves a trace.
+    """
+    seed(database, Put("Dog", 1, {"name": "seed", "breed": "lab"}))
+    entries_before = len(audit_entries(database))
+    jobs: list[list[Operation]] = [
+        [Put("Dog", 20, {"name": "a", "breed": "pug"})],
+        [Patch("Dog", 1, {"age": 3}, if_version=1)],  # stale: PreconditionFailed
+        [Put("Dog", 21, {"name": "b", "tags": ["x"]})],
+        [Put("Dog", float("nan"), {"name": "nan"})],  # not a storable key: ValueError
+        [Delete("Dog", 999)],  # NotFound
+        [Put("Dog", 22, {"name": "c", "breed": "pug"})],
+    ]
+    results = run_group(writer, jobs)
+
+    assert isinstance(results[1], PreconditionFailed)
+    assert isinstance(results[3], ValueError)
+    assert isinstance(results[4], NotFound)
+    receipts = [results[i] for i in (0, 2, 5)]
+    assert all(isinstance(r, Receipt) for r in receipts), results
+    assert len({r.txn_id for r in receipts}) == 1
+    assert [r["id"] for r in all_records(database)] == [1, 20, 21, 22]
+    assert stored(database, 1) == {"id": 1, "name": "seed", "breed": "lab"}
+    assert len(audit_entries(database)) == entries_before + 3
+    with database.read() as txn:
+        breeds = list(database.tables["Dog"].index_entries(txn, "breed"))
+    assert breeds == [("lab", 1), ("pug", 20), ("pug", 22)]
+
+
 def test_group_commit_with_threads_before_start(database: Database, writer: Writer) -> None:
     """Blocking submitters (execute_sync in threads) queued before start share one commit."""
     seed(database, Put("Dog", 1, {"name": "seed"}))

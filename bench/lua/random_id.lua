@@ -1,6 +1,24 @@
 -- One request per call to a random record: METHOD PREFIX<id> with id uniform in [1, N].
 -- Arguments (after `--` on wrk's command line): N METHOD PREFIX [BODY [AUTHORIZATION]]
--- A BODY is sent as application/json. `done` prints one machine-readable line for bench.wrk.
+-- A BODY is sent as application/json. Placeholders in it are filled per request from the id,
+-- with the same formulas as bench.rest.dog(i), so a record keeps its indexed values:
+-- {id}, {breed}, {owner}, {tags}. `done` prints one machine-readable line for bench.wrk.
+
+local breeds = {"lab", "beagle", "collie", "poodle", "boxer", "husky", "pug", "terrier"}
+
+local function tags_of(id)
+  if id % 3 == 0 then return "[]" end
+  return '["good","' .. breeds[math.floor(id / 7) % #breeds + 1] .. '"]'
+end
+
+local function fill(template, id)
+  return (template:gsub("{(%a+)}", function(name)
+    if name == "id" then return tostring(id) end
+    if name == "breed" then return breeds[id % #breeds + 1] end
+    if name == "owner" then return tostring(id % 5000) end
+    if name == "tags" then return tags_of(id) end
+  end))
+end
 
 local next_thread = 1
 
@@ -23,7 +41,10 @@ function init(args)
 end
 
 function request()
-  return wrk.format(method, prefix .. math.random(records), headers, body)
+  local id = math.random(records)
+  local payload = body
+  if payload and payload:find("{", 2, true) then payload = fill(payload, id) end
+  return wrk.format(method, prefix .. id, headers, payload)
 end
 
 function done(summary, latency, requests)

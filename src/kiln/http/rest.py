@@ -221,8 +221,10 @@ class RestHandler:
             "send less or raise the setting"
         )
         declared = scope.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise too_large
+        if declared is not None and declared.isdigit():
+            if int(declared) > limit:
+                raise too_large
+            return await protocol()
         chunks: list[bytes] = []
         size = 0
         async for chunk in protocol:

@@ -123,7 +123,13 @@ def _generated_key(store: TableStore, txn: lmdb.Transaction) -> Key:
 def apply(
     database: Database, txn: lmdb.Transaction, operation: Operation, user: str | None
 ) -> tuple[WriteResult, AuditEntry]:
-    """Apply one operation in ``txn`` and append its audit entry; raise if it cannot apply."""
+    """Apply one operation in ``txn`` and append its audit entry.
+
+    Raises:
+        KilnError: the operation cannot apply (a missing record, an existing key, a stale
+            version). These are raised before anything is written, so the writer may apply
+            a single operation without a nested transaction; keep it so.
+    """
     store = database.tables[operation.table]
     definition = store.definition
     key = operation.key

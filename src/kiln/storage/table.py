@@ -28,7 +28,7 @@ def _index_terms(value: Any) -> set[bytes]:
     for item in items:
         if isinstance(item, datetime.datetime):
             item = item.timestamp() * 1000
-        if isinstance(item, bool | int | float | str):
+        if isinstance(item, bool | int | float | str) and item == item:  # NaN has no order
             terms.add(encode_key(item, truncate=True))
     return terms
 

@@ -20,6 +20,7 @@ from typing import cast
 
 import lmdb
 
+from kiln.errors import KilnError
 from kiln.storage.database import Database
 from kiln.storage.operations import Operation, WriteResult, apply
 
@@ -46,6 +47,11 @@ class _Job:
     results: list[WriteResult] = field(default_factory=list)
     error: BaseException | None = None
     receipt: Receipt | None = None
+    excluded: bool = False
+
+
+class _Redo(Exception):
+    """A job failed after it may have written: redo the group without it, nesting every job."""
 
 
 def _settle(jobs: list[_Job]) -> None:
@@ -149,35 +155,53 @@ class Writer:
         self._answer(group)
 
     def _apply_group(self, group: list[_Job]) -> int:
-        """Apply and durably commit ``group``; returns the commit's transaction id."""
+        """Apply and durably commit ``group``; returns the commit's transaction id.
+
+        A job of one operation is applied straight into the group's transaction:
+        :func:`apply` raises its expected errors (:class:`KilnError`) before it
+        writes anything, so such a job needs no nested transaction of its own, which
+        saves copying every page it touches. Any other failure may have left a
+        partial write, so the group is redone without that job, every job nested.
+        """
         env = self.database.env
+        nest_every_job = False
         while True:
             try:
                 with env.begin(write=True) as txn:
                     for job in group:
-                        self._apply_job(txn, job)
+                        if not job.excluded:
+                            nest = nest_every_job or len(job.operations) > 1
+                            self._apply_job(txn, job, nest=nest)
                     txn_id = txn.id()
                 return txn_id
             except lmdb.MapFullError:
                 self.database.grow()
+            except _Redo:
+                nest_every_job = True
 
-    def _apply_job(self, txn: lmdb.Transaction, job: _Job) -> None:
+    def _apply_job(self, txn: lmdb.Transaction, job: _Job, *, nest: bool) -> None:
         job.results = []
         job.error = None
-        nested = self.database.env.begin(write=True, parent=txn)
+        target = self.database.env.begin(write=True, parent=txn) if nest else txn
         try:
             for operation in job.operations:
-                result, _entry = apply(self.database, nested, operation, job.user)
+                result, _entry = apply(self.database, target, operation, job.user)
                 job.results.append(result)
         except lmdb.MapFullError:
-            nested.abort()
+            if nest:
+                target.abort()
             raise
         except Exception as error:
-            nested.abort()
             job.results = []
             job.error = error
+            if nest:
+                target.abort()
+            elif not isinstance(error, KilnError):
+                job.excluded = True
+                raise _Redo from error
         else:
-            nested.commit()
+            if nest:
+                target.commit()
 
     def _answer(self, group: list[_Job]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
