@@ -3,8 +3,8 @@
 ``python -m bench.bare_app --data DATA_DIR --port PORT [--table Dog]`` opens kiln's
 ``DATA_DIR/data`` environment read-only and answers ``GET /<anything>/<int id>``
 with the stored bytes of that record, as they are (version header + MessagePack),
-read in one short transaction. It runs granian's embedded server on an asyncio
-loop exactly the way :mod:`kiln.serve` does, so the difference between the two
+read in one short transaction. It runs granian's embedded server on a uvloop
+event loop exactly the way :mod:`kiln.serve` does, so the difference between the two
 is kiln's own per-request work: routing, key parsing, permission hooks,
 decoding, JSON encoding.
 
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import uvloop
 from granian.constants import Interfaces
 from granian.server.embed import Server
 
@@ -90,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     env, db = open_table(args.data, args.table)
     try:
-        asyncio.run(serve(BareApp(env, db), args.port))
+        uvloop.run(serve(BareApp(env, db), args.port))  # the loop kiln runs on
     finally:
         env.close()
 

@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import os
 import platform
 import shutil
@@ -395,6 +396,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per target")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up seconds (default 2)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="alternating kiln/bare GET rounds (share --duration)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument(
         "--http-seed",
@@ -438,10 +442,39 @@ def _bare_process(data_dir: Path, port: int, log: Path) -> ServerProcess:
     return ServerProcess("bare app", command, port, log, env)
 
 
+def _combined(runs: list[WrkResult]) -> WrkResult:
+    """Several runs against one target as one result: totals, and the worst latencies."""
+    first = runs[0]
+    return dataclasses.replace(
+        first,
+        requests=sum(run.requests for run in runs),
+        duration_us=sum(run.duration_us for run in runs),
+        bytes=sum(run.bytes for run in runs),
+        connect_errors=sum(run.connect_errors for run in runs),
+        read_errors=sum(run.read_errors for run in runs),
+        write_errors=sum(run.write_errors for run in runs),
+        timeouts=sum(run.timeouts for run in runs),
+        bad_status=sum(run.bad_status for run in runs),
+        p50_us=max(run.p50_us for run in runs),
+        p90_us=max(run.p90_us for run in runs),
+        p99_us=max(run.p99_us for run in runs),
+        max_us=max(run.max_us for run in runs),
+        mean_us=sum(run.mean_us * run.requests for run in runs)
+        / max(1, sum(r.requests for r in runs)),
+    )
+
+
 def _load(
-    name: str, server: ServerProcess, method: str, args: argparse.Namespace, body: str = ""
+    name: str,
+    server: ServerProcess,
+    method: str,
+    args: argparse.Namespace,
+    body: str = "",
+    *,
+    warm_up: bool = True,
+    duration: float | None = None,
 ) -> WrkResult:
-    """A warm-up run, then the measured one, against ``server``."""
+    """A warm-up run (unless ``warm_up`` is false), then the measured one, against ``server``."""
     common = {
         "records": args.records,
         "method": method,
@@ -451,9 +484,12 @@ def _load(
         "body": body,
         "authorization": _AUTHORIZATION,
     }
-    _progress(f"{name}: warm-up {args.warmup} s, then {args.duration} s measured")
-    run_wrk(server.url, duration=args.warmup, **common)
-    result = run_wrk(server.url, duration=args.duration, **common)
+    measured = args.duration if duration is None else duration
+    if warm_up:
+        _progress(f"{name}: warm-up {args.warmup} s")
+        run_wrk(server.url, duration=args.warmup, **common)
+    _progress(f"{name}: {measured} s measured")
+    result = run_wrk(server.url, duration=measured, **common)
     _progress(f"{name}: {result.rate:,.0f} req/s")
     return result
 
@@ -478,8 +514,16 @@ def run(args: argparse.Namespace) -> str:
         _check_targets(kiln, bare, args.records)
 
         results: dict[str, WrkResult] = {}
-        results["kiln GET"] = _load("kiln GET", kiln, "GET", args)
-        results["bare GET"] = _load("bare GET", bare, "GET", args)
+        # The machine's speed drifts over a run, so the two GET targets take turns in short
+        # rounds and each is the total of its rounds: drift then touches both alike.
+        rounds: dict[str, list[WrkResult]] = {"kiln GET": [], "bare GET": []}
+        per_round = max(1.0, args.duration / args.rounds)
+        for number in range(args.rounds):
+            for name, server in (("kiln GET", kiln), ("bare GET", bare)):
+                rounds[name].append(
+                    _load(name, server, "GET", args, warm_up=number == 0, duration=per_round)
+                )
+        results.update({name: _combined(runs) for name, runs in rounds.items()})
         bare.stop()
         results["kiln PUT"] = _load("kiln PUT", kiln, "PUT", args, PUT_BODY)
         results["kiln PUT update"] = _load("kiln PUT update", kiln, "PUT", args, UPDATE_BODY)

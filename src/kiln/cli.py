@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import uvloop
 from rich.console import Console
 from rich.text import Text
 
@@ -64,7 +64,7 @@ def run(
         console.print(Text("error: ", style="bold red") + Text(str(error)), soft_wrap=True)
         raise typer.Exit(2) from None
     print(banner(app), flush=True)
-    asyncio.run(serve(app))
+    uvloop.run(serve(app))
     _exit_now()
 
 

@@ -22,6 +22,7 @@ from kiln.schema import Schema, TableDef
 from kiln.storage.database import Database
 from kiln.storage.keys import encode_key
 from kiln.storage.operations import Delete, Insert, Operation, Patch, Put
+from kiln.storage.table import TableStore
 from kiln.storage.writer import Writer
 from kiln.types import Key, Record, Version
 from kiln.validation import validate_record
@@ -40,6 +41,8 @@ PERMISSION_OF = {
 
 _TARGET_ONLY = frozenset({"get", "delete"})
 _SCAN_CHUNK = 256
+_ALWAYS_STORABLE_LENGTH = 127
+"""A string key this much shorter never exceeds LMDB's 511-byte key limit (4 bytes a char)."""
 
 
 class Context(NamedTuple):
@@ -145,6 +148,7 @@ class Table(Resource):
     definition: ClassVar[TableDef]
     schema: ClassVar[Schema]
     database: ClassVar[Database]
+    store: ClassVar[TableStore]
     writer: ClassVar[Writer]
 
     def get(self, target: RequestTarget) -> Record | Iterator[Record] | None:
@@ -152,7 +156,7 @@ class Table(Resource):
         if target.is_collection:
             return self._records(target.query)
         with self.database.read() as txn:
-            found = self.database.tables[self.definition.name].get(txn, target.id)
+            found = self.store.get(txn, target.id)
         if found is None:
             return None
         version, record = found
@@ -195,7 +199,7 @@ class Table(Resource):
 
     def _records(self, query: Query) -> Iterator[Record]:
         """Stream the records in key order, one short read transaction per chunk."""
-        store = self.database.tables[self.definition.name]
+        store = self.store
         skip, remaining = query.start, None if query.end is None else query.end - query.start
         after: bytes | None = None
         while remaining is None or remaining > 0:
@@ -260,6 +264,8 @@ class Table(Resource):
 
     def _storable(self, key: Key) -> Key:
         """``key`` itself, once it is known to fit in the key store."""
+        if not isinstance(key, str) or len(key) < _ALWAYS_STORABLE_LENGTH:
+            return key  # numbers are range-checked already; short strings always fit
         try:
             encode_key(key)
         except ValueError as error:
@@ -281,6 +287,7 @@ def table_class(definition: TableDef, schema: Schema, database: Database, writer
             "definition": definition,
             "schema": schema,
             "database": database,
+            "store": database.tables[definition.name],
             "writer": writer,
         },
     )

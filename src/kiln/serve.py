@@ -1,4 +1,9 @@
-"""Run a loaded application: the HTTP server on kiln's own asyncio loop, stopped by signals."""
+"""Run a loaded application: the HTTP server on kiln's own event loop, stopped by signals.
+
+The loop is uvloop's (``kiln run`` starts it): granian hands every request to the
+loop from its own threads, and uvloop's cross-thread scheduling is what made GET
+by id about 70% faster than on the standard asyncio loop in ``bench.rest``.
+"""
 
 from __future__ import annotations
 
