@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kiln.errors import KilnError
 
@@ -88,27 +88,28 @@ class TableDef:
     line: int = 0
     column: int = 0
 
-    @property
-    def indexed(self) -> tuple[str, ...]:
-        """The names of the ``@indexed`` attributes (the primary key excluded), in order."""
-        return tuple(
-            a.name for a in self.attributes.values() if a.indexed and a.name != self.primary_key
-        )
+    indexed: tuple[str, ...] = field(init=False)
+    """The names of the ``@indexed`` attributes (the primary key excluded), in order."""
+    created_time: str | None = field(init=False)
+    """The name of the ``@createdTime`` attribute, if any."""
+    updated_time: str | None = field(init=False)
+    """The name of the ``@updatedTime`` attribute, if any."""
+    primary_key_type: str = field(init=False)
+    """The scalar type name of the primary key (``ID``, ``Int``, ...)."""
 
-    @property
-    def created_time(self) -> str | None:
-        """The name of the ``@createdTime`` attribute, if any."""
-        return next((a.name for a in self.attributes.values() if a.created_time), None)
-
-    @property
-    def updated_time(self) -> str | None:
-        """The name of the ``@updatedTime`` attribute, if any."""
-        return next((a.name for a in self.attributes.values() if a.updated_time), None)
-
-    @property
-    def primary_key_type(self) -> str:
-        """The scalar type name of the primary key (``ID``, ``Int``, ...)."""
-        return self.attributes[self.primary_key].type.name
+    def __post_init__(self) -> None:
+        # Derived once here: the writer reads them on every write.
+        attributes = self.attributes.values()
+        derived = {
+            "indexed": tuple(
+                a.name for a in attributes if a.indexed and a.name != self.primary_key
+            ),
+            "created_time": next((a.name for a in attributes if a.created_time), None),
+            "updated_time": next((a.name for a in attributes if a.updated_time), None),
+            "primary_key_type": self.attributes[self.primary_key].type.name,
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True, slots=True)
