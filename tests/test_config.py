@@ -62,7 +62,11 @@ def error(app_dir: Path, text: str | None = None, **kwargs: object) -> str:
 def assert_defaults(cfg: Config, app_dir: Path) -> None:
     assert cfg.app_dir == app_dir.resolve()
     assert cfg.http == HttpConfig(
-        host="127.0.0.1", port=9926, max_body_size=10 * MiB, access_log=False
+        host="127.0.0.1",
+        port=9926,
+        max_body_size=10 * MiB,
+        access_log=False,
+        compression_threshold=1024,
     )
     assert cfg.storage == StorageConfig(path=app_dir.resolve() / ".kiln", map_size=256 * MiB)
     assert cfg.logging == LoggingConfig(level="info")
@@ -103,6 +107,7 @@ http:
   port: 8080
   maxBodySize: 512KB
   accessLog: true
+  compressionThreshold: 2KiB
 storage:
   path: data
   mapSize: 1GiB
@@ -110,7 +115,13 @@ logging:
   level: debug
 """,
     )
-    assert cfg.http == HttpConfig(host="0.0.0.0", port=8080, max_body_size=512_000, access_log=True)
+    assert cfg.http == HttpConfig(
+        host="0.0.0.0",
+        port=8080,
+        max_body_size=512_000,
+        access_log=True,
+        compression_threshold=2048,
+    )
     assert cfg.storage == StorageConfig(path=tmp_path.resolve() / "data", map_size=1024**3)
     assert cfg.logging.level == "debug"
     for setting in SETTINGS:
@@ -425,7 +436,7 @@ def test_unknown_key_without_close_match_lists_section(tmp_path: Path) -> None:
     text = error(tmp_path, "http:\n  zzzzzz: 1\n")
     assert text == (
         "config.yaml:2:3: unknown setting `http.zzzzzz`\n"
-        "  hint: `http` holds: host, port, maxBodySize, accessLog"
+        "  hint: `http` holds: host, port, maxBodySize, accessLog, compressionThreshold"
     )
     text = error(tmp_path, "qqqqqq: 1\n")
     assert text == (
@@ -565,7 +576,7 @@ def test_scalar_section(tmp_path: Path) -> None:
     assert text == (
         "config.yaml:3:7: `http` is a section and must be a map of settings, got 5\n"
         "  hint: write its settings indented below `http:`; "
-        "`http` holds: host, port, maxBodySize, accessLog"
+        "`http` holds: host, port, maxBodySize, accessLog, compressionThreshold"
     )
 
 

@@ -27,12 +27,13 @@ import pytest
 
 from kiln.errors import Conflict, NotFound, PreconditionFailed
 from kiln.schema import parse_schema
-from kiln.storage.clock import COUNTER_BITS, HybridClock, version_millis
+from kiln.storage.clock import HybridClock
 from kiln.storage.database import Database
 from kiln.storage.operations import Delete, Insert, Operation, Patch, Put
 from kiln.storage.records import decode_record, encode_record, pack_value, unpack_value
 from kiln.storage.writer import Receipt, Writer
-from kiln.types import Key, Record
+from kiln.types import VERSION_COUNTER_BITS as COUNTER_BITS
+from kiln.types import Key, Record, version_millis
 
 SCHEMA = """
 type Dog @table {

@@ -15,3 +15,15 @@ Version: TypeAlias = int
 
 MATCH_ANY: Version = -1
 """An ``if_version`` precondition that any existing version satisfies (``If-Match: *``)."""
+
+VERSION_COUNTER_BITS = 16
+"""A version's low bits that count writes within one millisecond; the bits above are the time."""
+
+
+def version_millis(version: Version) -> int:
+    """The wall-clock milliseconds since the Unix epoch at which ``version`` was issued.
+
+    >>> version_millis(1 << 16 | 5)
+    1
+    """
+    return version >> VERSION_COUNTER_BITS

@@ -69,6 +69,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("http.accessLog", BOOL, False, "Log one line per request."),
     Setting(
+        "http.compressionThreshold",
+        SIZE,
+        1024,
+        'Compress responses larger than this (gzip or brotli), in bytes or with a unit ("1KiB").',
+    ),
+    Setting(
         "storage.path",
         directory(".kiln"),
         None,
@@ -105,6 +111,8 @@ class HttpConfig:
     """``http.maxBodySize``: the largest request body accepted, in bytes."""
     access_log: bool
     """``http.accessLog``: whether to log one line per request."""
+    compression_threshold: int
+    """``http.compressionThreshold``: responses larger than this many bytes are compressed."""
 
 
 @dataclass(frozen=True, slots=True)

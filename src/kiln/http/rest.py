@@ -8,27 +8,21 @@ behind :func:`kiln.resource.invoke`. Every URL the server answers is decided in
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-import msgspec
-
 from kiln.app import App
-from kiln.errors import (
-    BadRequest,
-    MethodNotAllowed,
-    NotFound,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-)
+from kiln.errors import MethodNotAllowed, NotAcceptable, NotFound, PayloadTooLarge
+from kiln.http.caching import if_match_version, last_modified, not_modified
+from kiln.http.compression import compress, compress_stream
 from kiln.http.description import describe_table, health
+from kiln.http.formats import JSON, Columns, Format, encode_stream
+from kiln.http.negotiation import content_coding, request_format, response_format
 from kiln.http.problems import problem_response
 from kiln.query import Query, parse_query
 from kiln.resource import Context, RequestTarget, Resource, Response, Table, invoke
-from kiln.types import MATCH_ANY, Version
 
 METHOD_OF = {
     "GET": "get",
@@ -41,84 +35,12 @@ METHOD_OF = {
 """HTTP method → seam method."""
 
 READS = frozenset({"GET", "HEAD"})
-JSON_TYPE = "application/json"
-_JSON_HEADERS = [("content-type", JSON_TYPE)]
-_STREAM_FLUSH_BYTES = 64 * 1024
+ANSWERED_WITH_A_BODY = frozenset({"get", "post"})
+"""Seam methods whose result is a body: an ``Accept`` nothing satisfies is refused up front."""
+
 _NO_QUERY = Query()
 
 access_log = logging.getLogger("kiln.access")
-_encoder = msgspec.json.Encoder()
-
-
-def _json_body(body: bytes) -> Any:
-    if not body.strip():
-        raise BadRequest("the body is empty; send a JSON object")
-    try:
-        return msgspec.json.decode(body)
-    except msgspec.DecodeError as error:
-        raise BadRequest(f"the body is not valid JSON: {_json_problem(body, error)}") from None
-    except RecursionError:
-        raise BadRequest(
-            "the body nests arrays or objects too deeply to read; flatten it"
-        ) from None
-
-
-def _json_problem(body: bytes, error: msgspec.DecodeError) -> str:
-    """What is wrong with ``body``, with a position where msgspec's message lacks one."""
-    problem = str(error)
-    if "truncated" not in problem:
-        return problem
-    try:  # msgspec says "truncated" both for a cut-off body and for a lone surrogate escape
-        json.loads(body)
-    except json.JSONDecodeError as stdlib_error:
-        return f"{stdlib_error.msg} (byte {stdlib_error.pos})"
-    except UnicodeDecodeError as decode_error:
-        return f"it is not UTF-8 (byte {decode_error.start})"
-    return "it contains an unpaired surrogate escape (such as \\ud800); send whole UTF-16 pairs"
-
-
-def _if_match(value: str | None) -> Version | None:
-    """The version an ``If-Match`` header asks for.
-
-    ``*`` matches any existing version; a tag that is no version of kiln's (0) matches none.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if value == "*":
-        return MATCH_ANY
-    tag = value.removeprefix("W/").strip('"')
-    return int(tag) if tag.isdigit() else 0
-
-
-async def _stream_json(transport: Any, records: Iterable[Any] | AsyncIterator[Any]) -> None:
-    """Send ``records`` as one JSON array, flushing every ~64 KiB."""
-    parts: list[bytes] = [b"["]
-    size = 1
-    first = True
-
-    async def flush() -> None:
-        nonlocal parts, size
-        await transport.send_bytes(b"".join(parts))
-        parts, size = [], 0
-
-    async def each() -> AsyncIterator[Any]:
-        if isinstance(records, AsyncIterator):
-            async for record in records:
-                yield record
-        else:
-            for record in records:
-                yield record
-
-    async for record in each():
-        encoded = _encoder.encode(record)
-        parts.append(encoded if first else b"," + encoded)
-        first = False
-        size += len(encoded) + 1
-        if size >= _STREAM_FLUSH_BYTES:
-            await flush()
-    parts.append(b"]")
-    await flush()
 
 
 class RestHandler:
@@ -128,6 +50,7 @@ class RestHandler:
         self.app = app
         self.routes: Mapping[str, Resource] = app.routes
         self.max_body_size = app.config.http.max_body_size
+        self.compression_threshold = app.config.http.compression_threshold
         self.log_access = app.config.http.access_log
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
@@ -155,7 +78,7 @@ class RestHandler:
         method = scope.method
         resource, target = self.route(scope)
         if resource is None:
-            return self._health(protocol, method)
+            return self._health(protocol, method, scope.headers)
         if method == "OPTIONS":
             allow = ", ".join(resource.allowed_methods(target))
             protocol.response_empty(204, [("allow", allow)])
@@ -167,11 +90,20 @@ class RestHandler:
             raise MethodNotAllowed(
                 f"{method} is not a method kiln answers", allow=resource.allowed_methods(target)
             )
+        accept = scope.headers.get("accept")
+        if seam_method in ANSWERED_WITH_A_BODY:
+            fmt = response_format(accept)
+        else:  # a write that answers with a body anyway falls back to JSON, not to a 406
+            try:
+                fmt = response_format(accept)
+            except NotAcceptable:
+                fmt = JSON
         data = None
         if method not in READS and seam_method != "delete":
-            data = _json_body(await self._read_body(scope, protocol))
+            reader = request_format(scope.headers.get("content-type"))
+            data = reader.decode(await self._read_body(scope, protocol))
         result = await invoke(resource, seam_method, target, data)
-        return await self._respond(protocol, method, seam_method, target, result)
+        return await self._respond(protocol, method, seam_method, target, result, fmt, resource)
 
     def route(self, scope: Any) -> tuple[Resource | None, RequestTarget]:
         """The resource and target a request names; (None, ...) for ``/_health``.
@@ -200,21 +132,10 @@ class RestHandler:
                 f"a record id cannot end with '/'"
             )
         key = resource.parse_id(rest)
-        if_version = _if_match(headers.get("if-match"))
+        if_version = if_match_version(headers.get("if-match"))
         return resource, RequestTarget(path, key, False, query, context, if_version)
 
     async def _read_body(self, scope: Any, protocol: Any) -> bytes:
-        content_type = scope.headers.get("content-type", JSON_TYPE)
-        if content_type.split(";")[0].strip().lower() != JSON_TYPE:
-            hint = (
-                " (curl -d sends that type: add -H 'Content-Type: application/json' or use --json)"
-                if content_type.startswith("application/x-www-form-urlencoded")
-                else ""
-            )
-            raise UnsupportedMediaType(
-                f"kiln reads bodies of type {JSON_TYPE}, not {content_type!r}{hint}; "
-                f"send Content-Type: {JSON_TYPE}"
-            )
         limit = self.max_body_size
         too_large = PayloadTooLarge(
             f"the body is larger than http.maxBodySize ({limit} bytes); "
@@ -234,13 +155,13 @@ class RestHandler:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _health(self, protocol: Any, method: str) -> int:
+    def _health(self, protocol: Any, method: str, headers: Mapping[str, str]) -> int:
         if method == "OPTIONS":
             protocol.response_empty(204, [("allow", "GET, HEAD, OPTIONS")])
             return 204
         if method not in READS:
             raise MethodNotAllowed("/_health only answers reads", allow=("GET", "HEAD", "OPTIONS"))
-        return self._send(protocol, method, 200, _JSON_HEADERS, health(self.app))
+        return self._send(protocol, method, 200, [], health(self.app), JSON, None, headers)
 
     def _describe(self, protocol: Any, method: str, resource: Resource, target: Any) -> int:
         if method not in READS or not isinstance(resource, Table):
@@ -248,40 +169,117 @@ class RestHandler:
                 f"{target.path} describes the resource; add a '/' for its records ({target.path}/)",
                 allow=("GET", "HEAD", "OPTIONS"),
             )
-        return self._send(protocol, method, 200, _JSON_HEADERS, describe_table(resource))
+        description = describe_table(resource)
+        return self._send(
+            protocol, method, 200, [], description, JSON, None, target.context.headers
+        )
 
     async def _respond(
-        self, protocol: Any, method: str, seam_method: str, target: RequestTarget, result: Any
+        self,
+        protocol: Any,
+        method: str,
+        seam_method: str,
+        target: RequestTarget,
+        result: Any,
+        fmt: Format,
+        resource: Resource,
     ) -> int:
         """Turn a seam method's result into the response; the one place status is decided."""
-        extra = list(target.context.response_headers.items())
+        request_headers = target.context.headers
+        extra = target.context.response_headers
+        columns = _columns(resource) if fmt.tabular else None
         if type(result) is dict:
-            return self._send(protocol, method, 200, [*_JSON_HEADERS, *extra], result)
+            etag = extra.get("ETag")
+            if etag is not None:
+                modified = last_modified(etag)
+                if modified is not None:
+                    extra["Last-Modified"] = modified
+                if method in READS and not_modified(request_headers.get("if-none-match"), etag):
+                    protocol.response_empty(304, [("vary", "Accept"), *extra.items()])
+                    return 304
+            headers = [("vary", "Accept"), *extra.items()]
+            return self._send(protocol, method, 200, headers, result, fmt, columns, request_headers)
         if isinstance(result, Response):
-            headers = [*_JSON_HEADERS, *result.headers.items(), *extra]
+            headers = [("vary", "Accept"), *result.headers.items(), *extra.items()]
             if result.body is None:
                 protocol.response_empty(result.status, headers)
                 return result.status
-            return self._send(protocol, method, result.status, headers, result.body)
+            status = result.status
+            return self._send(
+                protocol, method, status, headers, result.body, fmt, columns, request_headers
+            )
         if result is None:
             if seam_method == "get":
                 raise NotFound(f"no record at {target.path}")
-            protocol.response_empty(204, extra)
+            protocol.response_empty(204, list(extra.items()))
             return 204
-        headers = [*_JSON_HEADERS, *extra]
+        headers = [("vary", "Accept"), *extra.items()]
         if isinstance(result, Iterator | AsyncIterator) or inspect.isgenerator(result):
             if method == "HEAD":
-                protocol.response_empty(200, headers)
+                protocol.response_empty(200, [("content-type", fmt.content_type), *headers])
                 return 200
-            await _stream_json(protocol.response_stream(200, headers), result)
+            await self._stream(
+                protocol, headers, encode_stream(fmt, result, columns), fmt, request_headers
+            )
             return 200
-        return self._send(protocol, method, 200, headers, result)
+        return self._send(protocol, method, 200, headers, result, fmt, columns, request_headers)
 
-    @staticmethod
-    def _send(protocol: Any, method: str, status: int, headers: list[Any], value: Any) -> int:
-        body = _encoder.encode(value)
+    def _send(
+        self,
+        protocol: Any,
+        method: str,
+        status: int,
+        headers: list[tuple[str, str]],
+        value: Any,
+        fmt: Format,
+        columns: Columns,
+        request_headers: Mapping[str, str],
+    ) -> int:
+        """Encode ``value`` in ``fmt`` and send it, compressed when it is large enough."""
+        body = fmt.encode(value, columns)
+        headers = [("content-type", fmt.content_type), *headers]
+        if len(body) > self.compression_threshold:
+            coding = content_coding(request_headers.get("accept-encoding"))
+            if coding is not None:
+                body = compress(body, coding)
+                headers += [("content-encoding", coding), ("vary", "Accept-Encoding")]
         if method == "HEAD":
             protocol.response_empty(status, [*headers, ("content-length", str(len(body)))])
         else:
             protocol.response_bytes(status, headers, body)
         return status
+
+    async def _stream(
+        self,
+        protocol: Any,
+        headers: list[tuple[str, str]],
+        chunks: AsyncIterator[bytes],
+        fmt: Format,
+        request_headers: Mapping[str, str],
+    ) -> None:
+        """Send a streamed collection, compressed unless it all fits under the threshold."""
+        headers = [("content-type", fmt.content_type), *headers]
+        first = await anext(chunks)
+        second = await anext(chunks, None)
+        coding = None
+        if second is not None or len(first) > self.compression_threshold:
+            coding = content_coding(request_headers.get("accept-encoding"))
+        pieces = _chained([first] if second is None else [first, second], chunks)
+        if coding is not None:
+            pieces = compress_stream(pieces, coding)
+            headers += [("content-encoding", coding), ("vary", "Accept-Encoding")]
+        transport = protocol.response_stream(200, headers)
+        async for chunk in pieces:
+            await transport.send_bytes(chunk)
+
+
+def _columns(resource: Resource) -> Columns:
+    """The declared attributes of a table in schema order (None for another resource)."""
+    return tuple(resource.definition.attributes) if isinstance(resource, Table) else None
+
+
+async def _chained(head: list[bytes], tail: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    async for chunk in tail:
+        yield chunk

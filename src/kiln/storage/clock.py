@@ -12,14 +12,7 @@ from __future__ import annotations
 import threading
 import time
 
-from kiln.types import Version
-
-COUNTER_BITS = 16
-
-
-def version_millis(version: Version) -> int:
-    """The wall-clock milliseconds part of a version."""
-    return version >> COUNTER_BITS
+from kiln.types import VERSION_COUNTER_BITS, Version
 
 
 class HybridClock:
@@ -36,7 +29,7 @@ class HybridClock:
 
     def now(self) -> Version:
         """A new version, larger than every one issued or observed before."""
-        physical = time.time_ns() // 1_000_000 << COUNTER_BITS
+        physical = time.time_ns() // 1_000_000 << VERSION_COUNTER_BITS
         with self._lock:
             self._last = max(physical, self._last + 1)
             return self._last

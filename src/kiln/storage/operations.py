@@ -18,10 +18,9 @@ import lmdb
 from kiln.errors import Conflict, NotFound, PreconditionFailed
 from kiln.schema import TableDef
 from kiln.storage.audit import AuditEntry, Kind
-from kiln.storage.clock import version_millis
 from kiln.storage.database import Database
 from kiln.storage.table import TableStore
-from kiln.types import MATCH_ANY, Key, Record, Version
+from kiln.types import MATCH_ANY, Key, Record, Version, version_millis
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,64 @@
+"""HTTP caching and preconditions: ``ETag``, ``Last-Modified``, ``If-None-Match``, ``If-Match``.
+
+A record's version is its ETag (quoted) and, through its milliseconds, its
+``Last-Modified``. A read whose ``If-None-Match`` names the current ETag is
+answered 304; a write's ``If-Match`` becomes the target's ``if_version``, which
+the writer checks at the moment of the write (412 when the record moved on).
+"""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+from functools import lru_cache
+
+from kiln.types import MATCH_ANY, Version, version_millis
+
+
+def if_match_version(value: str | None) -> Version | None:
+    """The version an ``If-Match`` header asks for.
+
+    ``*`` matches any existing version; a tag that is no version of kiln's (0) matches none.
+
+    >>> if_match_version('"42"'), if_match_version('W/"nope"')
+    (42, 0)
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value == "*":
+        return MATCH_ANY
+    tag = value.removeprefix("W/").strip('"')
+    return int(tag) if tag.isdigit() else 0
+
+
+def not_modified(if_none_match: str | None, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` (weakly compared) or is ``*``.
+
+    >>> not_modified('"1", W/"7"', '"7"')
+    True
+    """
+    if if_none_match is None:
+        return False
+    current = etag.removeprefix("W/")
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == current:
+            return True
+    return False
+
+
+def last_modified(etag: str) -> str | None:
+    """The ``Last-Modified`` value of a version's ETag (``"<version>"``), None for another tag.
+
+    >>> last_modified('"%d"' % (1_700_000_000_000 << 16))
+    'Tue, 14 Nov 2023 22:13:20 GMT'
+    """
+    tag = etag.strip('"')
+    if not tag.isdigit():
+        return None
+    return _http_date(version_millis(int(tag)) // 1000)
+
+
+@lru_cache(maxsize=4096)
+def _http_date(seconds: int) -> str:
+    return formatdate(seconds, usegmt=True)

@@ -1,0 +1,362 @@
+"""The wire formats kiln speaks: media type → how to encode, decode and stream values.
+
+Every codec is built once, at import: msgspec ``Encoder``/``Decoder`` objects for
+JSON and MessagePack, cbor2's functions for CBOR, the csv module for CSV (which
+is a response format only). :data:`FORMATS` lists them in the order kiln prefers
+them when an ``Accept`` header ranks several equally.
+
+How the awkward types travel:
+
+- JSON: a Date is an ISO-8601 UTC string, Bytes base64, a BigInt an exact number.
+- CBOR: a Date is tag 1 (epoch seconds, an integer or a float), Bytes a byte
+  string, a BigInt beyond 64 bits a bignum (tags 2 and 3).
+- MessagePack: a Date is the timestamp extension (-1), Bytes ``bin``, a BigInt
+  beyond 64 bits extension type 1 holding its two's-complement big-endian bytes.
+- CSV: one cell per declared attribute; a Date and Bytes as in JSON without quotes,
+  lists and objects as JSON text.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import cbor2
+import msgspec
+
+from kiln.errors import BadRequest
+
+Columns = tuple[str, ...] | None
+"""The attributes a tabular format (CSV) writes, in order; None: those of the first record."""
+
+BIG_INT_EXT = 1
+"""The MessagePack extension type of an integer beyond 64 bits (signed big-endian bytes)."""
+
+_STREAM_FLUSH_BYTES = 64 * 1024
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
+_PLAIN = (type(None), bool, int, float, str, bytes, datetime)
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    """One wire format: its media type and its codec functions.
+
+    ``encode(value, columns)`` encodes a whole body; a stream is ``head(columns)``,
+    then ``item(value, columns)`` for each record with ``separator`` between two,
+    then ``tail``. ``decode`` reads a request body (None: the format is only sent).
+    """
+
+    media_type: str
+    content_type: str
+    encode: Callable[[Any, Columns], bytes]
+    decode: Callable[[bytes], Any] | None
+    head: Callable[[Columns], bytes]
+    item: Callable[[Any, Columns], bytes]
+    separator: bytes = b""
+    tail: bytes = b""
+    tabular: bool = False
+
+
+def _constant(data: bytes) -> Callable[[Columns], bytes]:
+    return lambda _columns: data
+
+
+# --------------------------------------------------------------------------- JSON
+
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder()
+
+
+def _encode_json(value: Any, _columns: Columns = None) -> bytes:
+    return _json_encoder.encode(value)
+
+
+def _decode_json(body: bytes) -> Any:
+    if not body.strip():
+        raise BadRequest("the body is empty; send a JSON object")
+    try:
+        return _json_decoder.decode(body)
+    except msgspec.DecodeError as error:
+        raise BadRequest(f"the body is not valid JSON: {_json_problem(body, error)}") from None
+    except RecursionError:
+        raise BadRequest(
+            "the body nests arrays or objects too deeply to read; flatten it"
+        ) from None
+
+
+def _json_problem(body: bytes, error: msgspec.DecodeError) -> str:
+    """What is wrong with ``body``, with a position where msgspec's message lacks one."""
+    problem = str(error)
+    if "truncated" not in problem:
+        return problem
+    try:  # msgspec says "truncated" both for a cut-off body and for a lone surrogate escape
+        json.loads(body)
+    except json.JSONDecodeError as stdlib_error:
+        return f"{stdlib_error.msg} (byte {stdlib_error.pos})"
+    except UnicodeDecodeError as decode_error:
+        return f"it is not UTF-8 (byte {decode_error.start})"
+    return "it contains an unpaired surrogate escape (such as \\ud800); send whole UTF-16 pairs"
+
+
+# --------------------------------------------------------------------------- plain data
+
+
+def _check_plain(value: Any, path: str, name: str) -> None:
+    """Refuse decoded values a record cannot hold (sets, UUIDs, non-text map keys, ...)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) is not str:
+                raise BadRequest(
+                    f"the {name} map at {path} has the key {key!r}, which is not a text "
+                    f"string; send maps with text keys"
+                )
+            _check_plain(item, f"{path}.{key}", name)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{path}[{index}]", name)
+    elif not isinstance(value, _PLAIN):
+        raise BadRequest(
+            f"the {name} value at {path} decodes to a {type(value).__name__}, which a record "
+            "cannot hold; send null, booleans, numbers, text, bytes, dates, arrays and maps"
+        )
+
+
+def _plain(value: Any, name: str) -> Any:
+    try:
+        _check_plain(value, "$", name)
+    except RecursionError:
+        raise BadRequest(
+            f"the {name} body nests arrays or maps too deeply to read; flatten it"
+        ) from None
+    return value
+
+
+# --------------------------------------------------------------------------- CBOR
+
+_encode_cbor_value = partial(cbor2.dumps, datetime_as_timestamp=True)
+
+
+def _encode_cbor(value: Any, _columns: Columns = None) -> bytes:
+    return _encode_cbor_value(value)
+
+
+def _decode_cbor(body: bytes) -> Any:
+    if not body:
+        raise BadRequest("the body is empty; send a CBOR map")
+    stream = io.BytesIO(body)
+    try:
+        value = cbor2.CBORDecoder(stream).decode()
+    except (cbor2.CBORDecodeError, ValueError, RecursionError) as error:
+        raise BadRequest(
+            f"the body is not valid CBOR: {error} (byte {stream.tell()}); send one CBOR map"
+        ) from None
+    if stream.tell() != len(body):
+        raise BadRequest(
+            f"the body is not valid CBOR: {len(body) - stream.tell()} bytes follow the first "
+            f"value (from byte {stream.tell()}); send one CBOR map"
+        )
+    return _plain(value, "CBOR")
+
+
+# --------------------------------------------------------------------------- MessagePack
+
+_msgpack_encoder = msgspec.msgpack.Encoder()
+
+
+def _big_int_ext(value: int) -> msgspec.msgpack.Ext:
+    size = (value.bit_length() + 8) // 8
+    return msgspec.msgpack.Ext(BIG_INT_EXT, value.to_bytes(size, "big", signed=True))
+
+
+def _with_big_ints_wrapped(value: Any) -> Any:
+    """``value`` with every integer beyond 64 bits replaced by its extension form."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if _INT64_MIN <= value <= _UINT64_MAX else _big_int_ext(value)
+    if isinstance(value, dict):
+        return {key: _with_big_ints_wrapped(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_with_big_ints_wrapped(item) for item in value]
+    return value
+
+
+def _encode_msgpack(value: Any, _columns: Columns = None) -> bytes:
+    try:
+        return _msgpack_encoder.encode(value)
+    except OverflowError:  # only integers beyond 64 bits take the slow path
+        return _msgpack_encoder.encode(_with_big_ints_wrapped(value))
+
+
+def _ext_hook(code: int, data: memoryview) -> Any:
+    if code == BIG_INT_EXT:
+        return int.from_bytes(data, "big", signed=True)
+    raise BadRequest(
+        f"the MessagePack body holds extension type {code}, which kiln does not read; "
+        f"send integers beyond 64 bits as extension type {BIG_INT_EXT} or as decimal text"
+    )
+
+
+_msgpack_decoder = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
+
+
+def _decode_msgpack(body: bytes) -> Any:
+    if not body:
+        raise BadRequest("the body is empty; send a MessagePack map")
+    try:
+        value = _msgpack_decoder.decode(body)
+    except msgspec.DecodeError as error:
+        raise BadRequest(
+            f"the body is not valid MessagePack: {error}; send one MessagePack map"
+        ) from None
+    except RecursionError:
+        raise BadRequest(
+            "the MessagePack body nests arrays or maps too deeply to read; flatten it"
+        ) from None
+    return _plain(value, "MessagePack")
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _cell(value: Any) -> str:
+    """One CSV cell: text as is, null empty, anything else as its JSON text."""
+    if value is None:
+        return ""
+    if type(value) is str:
+        return value
+    text = _json_encoder.encode(value).decode()
+    return text[1:-1] if isinstance(value, datetime | bytes) else text
+
+
+def _csv_lines(rows: Iterable[Iterable[str]]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def _csv_row(value: Any, columns: Columns) -> list[str]:
+    if not isinstance(value, dict):
+        return [_cell(value)]
+    return [_cell(value.get(column)) for column in columns or value]
+
+
+def _csv_head(columns: Columns) -> bytes:
+    return _csv_lines([columns or ()])
+
+
+def _encode_csv_item(value: Any, columns: Columns) -> bytes:
+    return _csv_lines([_csv_row(value, columns)])
+
+
+def _encode_csv(value: Any, columns: Columns) -> bytes:
+    records = value if isinstance(value, list) else [value]
+    if columns is None:
+        columns = _columns_of(records[0] if records else None)
+    return _csv_lines([columns, *(_csv_row(record, columns) for record in records)])
+
+
+def _columns_of(record: Any) -> tuple[str, ...]:
+    return tuple(record) if isinstance(record, dict) else ("value",)
+
+
+# --------------------------------------------------------------------------- the registry
+
+JSON = Format(
+    "application/json",
+    "application/json",
+    _encode_json,
+    _decode_json,
+    _constant(b"["),
+    _encode_json,
+    b",",
+    b"]",
+)
+"""JSON (msgspec): the default, both ways."""
+CBOR = Format(
+    "application/cbor",
+    "application/cbor",
+    _encode_cbor,
+    _decode_cbor,
+    _constant(b"\x9f"),  # an indefinite-length array ...
+    _encode_cbor,
+    b"",
+    b"\xff",  # ... closed by the break code
+)
+"""CBOR (cbor2): Dates as tag 1, BigInts beyond 64 bits as bignums."""
+MSGPACK = Format(
+    "application/x-msgpack",
+    "application/x-msgpack",
+    _encode_msgpack,
+    _decode_msgpack,
+    _constant(b""),  # a stream is the values one after the other, without an array header
+    _encode_msgpack,
+)
+"""MessagePack (msgspec): Dates as timestamps, BigInts beyond 64 bits as extension type 1."""
+CSV = Format(
+    "text/csv",
+    "text/csv; charset=utf-8",
+    _encode_csv,
+    None,
+    _csv_head,
+    _encode_csv_item,
+    tabular=True,
+)
+"""CSV: responses only, one row per record under a header row."""
+
+FORMATS: dict[str, Format] = {
+    fmt.media_type: fmt
+    for fmt in (
+        JSON,
+        CBOR,
+        MSGPACK,
+        dataclasses.replace(
+            MSGPACK, media_type="application/msgpack", content_type="application/msgpack"
+        ),
+        CSV,
+    )
+}
+"""Media type → format, in the order kiln prefers them when ``Accept`` ranks several equally."""
+
+
+async def encode_stream(
+    fmt: Format, records: Iterable[Any] | AsyncIterator[Any], columns: Columns
+) -> AsyncIterator[bytes]:
+    """``records`` as one ``fmt`` stream, in chunks of about 64 KiB (the last one shorter)."""
+    parts: list[bytes] = []
+    size = 0
+    first = True
+    item, separator = fmt.item, fmt.separator
+    async for record in _each(records):
+        if first:
+            if columns is None and fmt.tabular:
+                columns = _columns_of(record)
+            parts.append(fmt.head(columns))
+            encoded = item(record, columns)
+            first = False
+        else:
+            encoded = separator + item(record, columns)
+        parts.append(encoded)
+        size += len(encoded)
+        if size >= _STREAM_FLUSH_BYTES:
+            yield b"".join(parts)
+            parts, size = [], 0
+    if first:
+        parts.append(fmt.head(columns))
+    parts.append(fmt.tail)
+    yield b"".join(parts)
+
+
+async def _each(records: Iterable[Any] | AsyncIterator[Any]) -> AsyncIterator[Any]:
+    if isinstance(records, AsyncIterator):
+        async for record in records:
+            yield record
+    else:
+        for record in records:
+            yield record
