@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.config import Config
+from kiln.evolution import ProgressDisplay, evolve
 from kiln.resource import Resource, table_class
 from kiln.schema import Schema, load_schema
 from kiln.storage.clock import HybridClock
 from kiln.storage.database import Database
+from kiln.storage.evolution import Progress
 from kiln.storage.writer import Writer
 
 
@@ -36,26 +38,38 @@ class App:
             database.close()
 
 
-def load_app(directory: Path, config: Config) -> App:
-    """Parse the schema, open a database (and its writer) per schema database, build routes.
+def load_app(directory: Path, config: Config, *, progress: Progress | None = None) -> App:
+    """Parse the schema, open and evolve its databases, start their writers, build routes.
+
+    Evolution (:func:`kiln.evolution.evolve`) runs before any writer starts: new
+    indexes are built, removed ones dropped, and a database folder no schema table
+    uses any more is opened only to mark (and report) its tables removed.
+
+    Args:
+        directory: the application folder.
+        config: its settings.
+        progress: told ``(table, attribute, done, total)`` while an index is built;
+            by default a :class:`~kiln.evolution.ProgressDisplay`.
 
     Raises:
-        SchemaError: ``schema.graphql`` is missing or wrong; nothing has been opened.
+        SchemaError: ``schema.graphql`` is missing or wrong, or a table's primary key
+            differs from the one its records are stored by; nothing has been written.
     """
     schema = load_schema(directory / "schema.graphql")
     clock = HybridClock()
     databases: dict[str, Database] = {}
+    try:
+        for name in schema.databases():
+            databases[name] = _open(name, schema, config, clock)
+        for database in databases.values():
+            evolve(database, schema, progress or ProgressDisplay())
+        _evolve_unused(schema, config, clock)
+    except BaseException:
+        for database in databases.values():
+            database.close()
+        raise
     writers: dict[str, Writer] = {}
-    for name in schema.databases():
-        tables = [table for table in schema.tables.values() if table.database == name]
-        database = Database(
-            name,
-            config.storage.path / name,
-            tables,
-            map_size=config.storage.map_size,
-            clock=clock,
-        )
-        databases[name] = database
+    for name, database in databases.items():
         writers[name] = Writer(database)
         writers[name].start()
     routes: dict[str, Resource] = {}
@@ -63,3 +77,31 @@ def load_app(directory: Path, config: Config) -> App:
         cls = table_class(table, schema, databases[table.database], writers[table.database])
         routes[cls.path] = cls()
     return App(directory, config, schema, databases, writers, routes)
+
+
+def _open(name: str, schema: Schema, config: Config, clock: HybridClock) -> Database:
+    """Open the database ``name`` with the tables the schema puts in it."""
+    return Database(
+        name,
+        config.storage.path / name,
+        [table for table in schema.tables.values() if table.database == name],
+        map_size=config.storage.map_size,
+        clock=clock,
+        schema_file=schema.file,
+    )
+
+
+def _evolve_unused(schema: Schema, config: Config, clock: HybridClock) -> None:
+    """Mark removed the tables of database folders that no declared table uses any more."""
+    declared = set(schema.databases())
+    root = config.storage.path
+    if not root.is_dir():
+        return
+    for folder in sorted(root.iterdir()):
+        if folder.name in declared or not (folder / "data.mdb").is_file():
+            continue
+        database = _open(folder.name, schema, config, clock)
+        try:
+            evolve(database, schema, ProgressDisplay())
+        finally:
+            database.close()

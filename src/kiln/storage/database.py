@@ -2,8 +2,11 @@
 
 Store names inside an environment: ``t:<table>`` for a table's records (encoded
 primary key → stored record), ``i:<table>:<attribute>`` for each ``@indexed``
-attribute (a dupsort store: encoded value → encoded primary key) and ``audit``
-for the audit log. The number of stores is derived from the schema.
+attribute (a dupsort store: encoded value → encoded primary key), ``audit`` for
+the audit log and ``meta`` for the catalog (:mod:`kiln.storage.catalog`). LMDB
+fixes the number of stores when it opens an environment, so it is derived from
+the schema, the catalog and the stores already on disk: a table that left the
+schema keeps its stores, and they must still be openable.
 """
 
 from __future__ import annotations
@@ -15,6 +18,14 @@ import lmdb
 
 from kiln.schema import TableDef
 from kiln.storage.audit import AuditLog
+from kiln.storage.catalog import (
+    META_STORE,
+    Catalog,
+    TableEntry,
+    check_primary_keys,
+    index_store,
+    records_store,
+)
 from kiln.storage.clock import HybridClock
 from kiln.storage.table import TableStore
 
@@ -22,6 +33,47 @@ MAX_MAP_SIZE = 1 << 40
 """The map never grows past 1 TiB; a write that needs more fails with a clear error."""
 
 _SPARE_STORES = 4
+_AUDIT_STORE = b"audit"
+
+
+def open_environment(
+    path: Path, stores: set[bytes], *, map_size: int
+) -> tuple[lmdb.Environment, Catalog, dict[str, TableEntry]]:
+    """Open (creating) the environment at ``path`` with room for every store it may open.
+
+    Room is made for ``stores``, the audit log and the catalog, every store already
+    on disk, every store the catalog lists, and a few spares. Returns the
+    environment, its catalog and the catalog's entries.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    wanted = stores | {_AUDIT_STORE, META_STORE}
+    max_dbs = len(wanted) + _SPARE_STORES
+    while True:
+        env = lmdb.open(
+            str(path),
+            map_size=map_size,
+            max_dbs=max_dbs,
+            subdir=True,
+            sync=True,
+            metasync=True,
+            max_spare_txns=4,
+        )
+        try:
+            with env.begin() as txn:  # the main store lists the named ones
+                existing = {bytes(name) for name, _value in txn.cursor()}
+            catalog = Catalog(env)
+            with env.begin() as txn:
+                entries = catalog.read(txn)
+        except BaseException:
+            env.close()
+            raise
+        known = wanted | existing
+        for entry in entries.values():
+            known.update(entry.stores())
+        if len(known) + _SPARE_STORES <= max_dbs:
+            return env, catalog, entries
+        env.close()  # rare: more stores on disk than the schema declares
+        max_dbs = len(known) + _SPARE_STORES
 
 
 class ReadTransaction:
@@ -66,6 +118,11 @@ class Database:
         tables: the definitions of the tables that live in this database.
         map_size: the initial map size in bytes; it doubles whenever a write needs more.
         clock: the process's clock, which must stay ahead of every stored version.
+        schema_file: the schema's file name, for errors.
+
+    Raises:
+        SchemaError: a table's primary key differs from the one its records are stored
+            by; nothing has been written.
     """
 
     def __init__(
@@ -76,26 +133,24 @@ class Database:
         *,
         map_size: int,
         clock: HybridClock,
+        schema_file: str = "schema.graphql",
     ):
         self.name = name
         self.path = path
         self.clock = clock
         self._resize_lock = threading.RLock()
-        path.mkdir(parents=True, exist_ok=True)
-        store_count = sum(1 + len(table.indexed) for table in tables) + 1 + _SPARE_STORES
-        self.env = lmdb.open(
-            str(path),
-            map_size=map_size,
-            max_dbs=store_count,
-            subdir=True,
-            sync=True,
-            metasync=True,
-            max_spare_txns=4,
-        )
+        stores = {records_store(table.table) for table in tables}
+        stores.update(index_store(t.table, a) for t in tables for a in t.indexed)
+        self.env, self.catalog, entries = open_environment(path, stores, map_size=map_size)
+        try:
+            check_primary_keys(self.env, tables, entries, schema_file)
+        except BaseException:
+            self.env.close()
+            raise
         self.tables: dict[str, TableStore] = {
             table.name: TableStore(table, self.env) for table in tables
         }
-        self.audit = AuditLog(self.env.open_db(b"audit"))
+        self.audit = AuditLog(self.env.open_db(_AUDIT_STORE))
         with self.env.begin() as txn:
             clock.observe(self.audit.last_version(txn))
 

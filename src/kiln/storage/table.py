@@ -9,6 +9,7 @@ from typing import Any
 import lmdb
 
 from kiln.schema import TableDef
+from kiln.storage.catalog import index_store, records_store
 from kiln.storage.keys import NUMBERS_END, NUMBERS_START, decode_key, encode_key
 from kiln.storage.records import decode_record, encode_record
 from kiln.types import Key, Record, Version
@@ -41,9 +42,9 @@ class TableStore:
 
     def __init__(self, definition: TableDef, env: lmdb.Environment):
         self.definition = definition
-        self.primary = env.open_db(f"t:{definition.table}".encode())
+        self.primary = env.open_db(records_store(definition.table))
         self.indexes = {
-            attribute: env.open_db(f"i:{definition.table}:{attribute}".encode(), dupsort=True)
+            attribute: env.open_db(index_store(definition.table, attribute), dupsort=True)
             for attribute in definition.indexed
         }
 
@@ -112,6 +113,19 @@ class TableStore:
             for term in old_terms - new_terms:
                 txn.delete(term, encoded_key, db=index)
             for term in new_terms - old_terms:
+                txn.put(term, encoded_key, db=index)
+
+    def clear_index(self, txn: lmdb.Transaction, attribute: str) -> None:
+        """Empty the index of ``attribute`` (the store itself stays)."""
+        txn.drop(self.indexes[attribute], delete=False)
+
+    def add_to_index(
+        self, txn: lmdb.Transaction, attribute: str, records: list[tuple[bytes, Record]]
+    ) -> None:
+        """Add the index entries of ``records`` (encoded key, record) for ``attribute``."""
+        index = self.indexes[attribute]
+        for encoded_key, record in records:
+            for term in _index_terms(record.get(attribute)):
                 txn.put(term, encoded_key, db=index)
 
     def count(self, txn: lmdb.Transaction) -> int:
