@@ -1,4 +1,4 @@
-"""The REST benchmark still runs end to end (tiny and short: this checks it works, not speed)."""
+"""The benchmarks still run end to end (tiny and short: this checks they work, not speed)."""
 
 from __future__ import annotations
 
@@ -43,3 +43,19 @@ def test_bench_rest_runs_and_prints_the_ratios() -> None:
             re.MULTILINE,
         ), output
     assert "WARNING" not in finished.stdout, output  # no error responses, no socket errors
+
+
+def test_bench_startup_runs_and_prints_the_ratio() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench.startup", "--records", "200", "--runs", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = finished.stdout + finished.stderr
+    assert finished.returncode == 0, output
+    assert re.search(r"^kiln run GET /Dog/1\s+[\d.]+ ms$", finished.stdout, re.MULTILINE), output
+    assert re.search(
+        r"^ratio kiln GET /Dog/1 / python -c pass = \d+\.\d+$", finished.stdout, re.MULTILINE
+    ), output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,10 +14,13 @@ import uvloop
 from rich.console import Console
 from rich.text import Text
 
-from kiln.app import load_app
-from kiln.config import load_config
+from kiln.app import App
+from kiln.dev import develop
 from kiln.errors import KilnError
-from kiln.serve import banner, serve
+from kiln.evolution import removed_table
+from kiln.scaffold import APP_FILES, create_app
+from kiln.serve import banner, open_app, read_config, serve
+from kiln.storage.evolution import drop_table
 
 cli = typer.Typer(
     add_completion=False,
@@ -31,41 +35,54 @@ def _root() -> None:
     """kiln: schema, storage, REST and real-time in one process."""
 
 
+AppDir = Annotated[Path, typer.Argument(help="The application folder (schema.graphql, ...).")]
+Host = Annotated[str | None, typer.Option(help="Address to listen on (http.host).")]
+Port = Annotated[int | None, typer.Option(help="Port to listen on (http.port).")]
+Data = Annotated[
+    Path | None, typer.Option(help="Data folder (storage.path; default APP_DIR/.kiln).")
+]
+AccessLog = Annotated[bool | None, typer.Option("--access-log", help="Log one line per request.")]
+
+
 @cli.command()
 def run(
-    app_dir: Annotated[Path, typer.Argument(help="The application folder (schema.graphql, ...).")],
-    host: Annotated[str | None, typer.Option(help="Address to listen on (http.host).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on (http.port).")] = None,
-    data: Annotated[
-        Path | None, typer.Option(help="Data folder (storage.path; default APP_DIR/.kiln).")
-    ] = None,
-    access_log: Annotated[
-        bool | None, typer.Option("--access-log", help="Log one line per request.")
-    ] = None,
+    app_dir: AppDir,
+    host: Host = None,
+    port: Port = None,
+    data: Data = None,
+    access_log: AccessLog = None,
 ) -> None:
     """Serve the application in APP_DIR until interrupted."""
-    try:
-        config = load_config(
-            app_dir,
-            env=os.environ,
-            overrides={
-                "http.host": host,
-                "http.port": port,
-                "storage.path": str(data.resolve()) if data is not None else None,
-                "http.accessLog": access_log,
-            },
-        )
-        logging.basicConfig(
-            level=config.logging.level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        app = load_app(app_dir, config)
-    except KilnError as error:
-        console.print(Text("error: ", style="bold red") + Text(str(error)), soft_wrap=True)
-        raise typer.Exit(2) from None
-    print(banner(app), flush=True)
+    app, _ = _start(app_dir, host, port, data, access_log)
     uvloop.run(serve(app))
     _exit_now()
+
+
+def _start(
+    app_dir: Path, host: str | None, port: int | None, data: Path | None, access_log: bool | None
+) -> tuple[App, dict[str, object]]:
+    """Load the app with the command line's settings and print the banner; exit 2 on a mistake.
+
+    Returns the app and the command-line settings (``dev`` applies them to every reload).
+    """
+    overrides: dict[str, object] = {
+        "http.host": host,
+        "http.port": port,
+        "storage.path": str(data.resolve()) if data is not None else None,
+        "http.accessLog": access_log,
+    }
+    try:
+        app = open_app(app_dir, overrides)
+    except KilnError as error:
+        _report(error)
+        raise typer.Exit(2) from None
+    print(banner(app), flush=True)
+    return app, overrides
+
+
+def _report(error: KilnError) -> None:
+    """Print a mistake: ``error: file:LINE:COL: message`` and, below it, the hint."""
+    console.print(Text("error: ", style="bold red") + Text(str(error)), soft_wrap=True)
 
 
 def _exit_now() -> None:
@@ -79,6 +96,68 @@ def _exit_now() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+@cli.command()
+def init(
+    app_dir: Annotated[Path, typer.Argument(help="The folder to create (new or empty).")],
+) -> None:
+    """Create an application in APP_DIR: schema.graphql, config.yaml and resources.py."""
+    try:
+        written = create_app(app_dir)
+    except KilnError as error:
+        _report(error)
+        raise typer.Exit(1) from None
+    quoted = shlex.quote(str(app_dir))
+    print(f"created {', '.join(str(path) for path in written)}")
+    print(f"run it with:  kiln run {quoted}")
+    print(f"or, to reload it on every change:  kiln dev {quoted}")
+
+
+@cli.command()
+def dev(
+    app_dir: AppDir,
+    host: Host = None,
+    port: Port = None,
+    data: Data = None,
+    access_log: AccessLog = None,
+) -> None:
+    """Serve the application in APP_DIR like run, reloading it whenever its files change."""
+    app, overrides = _start(app_dir, host, port, data, access_log)
+    print(f"  watching {', '.join(APP_FILES)} for changes", flush=True)
+    uvloop.run(develop(app, overrides, _report))
+    _exit_now()
+
+
+@cli.command()
+def drop(
+    app_dir: AppDir,
+    table: Annotated[str, typer.Argument(help="The table to delete, removed from the schema.")],
+    data: Data = None,
+    database: Annotated[
+        str | None, typer.Option(help="The database holding it, when several hold one.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Delete without asking.")] = False,
+) -> None:
+    """Delete the stored records and indexes of TABLE, a table removed from the schema.
+
+    Run it while the app is stopped.
+    """
+    overrides = {"storage.path": str(data.resolve()) if data is not None else None}
+    try:
+        config = read_config(app_dir, overrides)
+        found = removed_table(app_dir, config, table, database)
+    except KilnError as error:
+        _report(error)
+        raise typer.Exit(2) from None
+    where = config.storage.path / found.database
+    count = f"{found.records} record{'' if found.records == 1 else 's'}"
+    what = f"table {found.entry.name} ({count}) from {where}"
+    if not yes and not typer.confirm(f"Delete {what}? This cannot be undone."):
+        print("nothing deleted")
+        raise typer.Exit(1)
+    drop_table(config.storage.path, found, map_size=config.storage.map_size)
+    print(f"deleted {what}")
 
 
 def main() -> None:

@@ -1,4 +1,7 @@
-"""Run a loaded application: the HTTP server on kiln's own event loop, stopped by signals.
+"""Start an application and serve it: settings, logging, the app, then the HTTP server.
+
+:func:`open_app` is the start-up ``kiln run`` and ``kiln dev`` share;
+:func:`serve` runs the server on kiln's own event loop until a signal stops it.
 
 The loop is uvloop's (``kiln run`` starts it): granian hands every request to the
 loop from its own threads, and uvloop's cross-thread scheduling is what made GET
@@ -9,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from granian.constants import Interfaces
 from granian.server.embed import Server
 
-from kiln.app import App
+from kiln.app import App, load_app
+from kiln.config import Config, HttpConfig, load_config
 from kiln.http.rest import RestHandler
 
 log = logging.getLogger("kiln")
@@ -43,12 +49,38 @@ def banner(app: App) -> str:
     return "\n".join(lines)
 
 
-async def serve(app: App, on_ready: Callable[[], None] | None = None) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, then commit pending writes and close it."""
-    http = app.config.http
+def read_config(app_dir: Path, overrides: Mapping[str, object]) -> Config:
+    """The app's settings: command line (``overrides``) > environment > config.yaml > default.
+
+    Raises:
+        ConfigError: a mistake in ``config.yaml``, a ``KILN_*`` variable or an override.
+    """
+    return load_config(app_dir, env=os.environ, overrides=overrides)
+
+
+def open_app(app_dir: Path, overrides: Mapping[str, object]) -> App:
+    """Read the settings, set up logging and load the app: the start-up of ``run`` and ``dev``.
+
+    Raises:
+        ConfigError: a mistake in the settings; nothing has been opened.
+        SchemaError: a mistake in ``schema.graphql``; nothing has been opened.
+    """
+    config = read_config(app_dir, overrides)
+    logging.basicConfig(
+        level=config.logging.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return load_app(app_dir, config)
+
+
+def http_server(target: object, http: HttpConfig) -> Server:
+    """A granian server for the RSGI ``target`` at ``http.host:http.port``.
+
+    SIGINT and SIGTERM stop it; call it on the running loop, then await its ``serve()``.
+    """
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     server = Server(
-        RestHandler(app),
+        target,
         address=http.host,
         port=http.port,
         interface=Interfaces.RSGI,
@@ -58,8 +90,14 @@ async def serve(app: App, on_ready: Callable[[], None] | None = None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, server.stop)
+    return server
+
+
+async def serve(app: App, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, then commit pending writes and close it."""
+    server = http_server(RestHandler(app), app.config.http)
     if on_ready is not None:
-        loop.call_soon(on_ready)
+        asyncio.get_running_loop().call_soon(on_ready)
     try:
         await server.serve()
     finally:
