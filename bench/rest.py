@@ -67,6 +67,9 @@ UPDATE_BODY = (
 script fills them in from the id like :func:`dog`), so only the record and its audit entry
 are written: the common case of an update."""
 
+FORMATS = {"kiln GET cbor": "application/cbor", "kiln GET msgpack": "application/x-msgpack"}
+"""GET by id in the other formats kiln answers, measured next to JSON in the same run."""
+
 TARGETS = {"kiln GET": 0.60, "kiln PUT": 0.25, "kiln PUT update": 0.25}
 """The issue's targets: kiln's throughput as a fraction of the bare server's GET throughput."""
 
@@ -345,12 +348,12 @@ def report(
         f"{args.threads} wrk thread(s), random id per request",
         *(f"seeded {part.describe()}" for part in seeding),
         "",
-        f"{'target':<10} {'req/s':>10} {'p50':>10} {'p99':>10} {'non-2xx':>8} "
+        f"{'target':<16} {'req/s':>10} {'p50':>10} {'p99':>10} {'non-2xx':>8} "
         f"{'sock err':>8} {'requests':>10}",
     ]
     for name, result in results.items():
         lines.append(
-            f"{name:<10} {result.rate:>10,.0f} {_ms(result.p50_us):>10} {_ms(result.p99_us):>10} "
+            f"{name:<16} {result.rate:>10,.0f} {_ms(result.p50_us):>10} {_ms(result.p99_us):>10} "
             f"{result.bad_status:>8} {result.socket_errors:>8} {result.requests:>10,}"
         )
     lines.append("")
@@ -359,6 +362,10 @@ def report(
         ratio = results[name].rate / bare if bare else 0.0
         verdict = "met" if ratio >= target else "NOT met"
         lines.append(f"ratio {name} / bare GET = {ratio:.3f}   (target >= {target:.2f}: {verdict})")
+    json_rate = results["kiln GET"].rate
+    for name in FORMATS:
+        ratio = results[name].rate / json_rate if json_rate else 0.0
+        lines.append(f"ratio {name} / kiln GET (JSON) = {ratio:.3f}")
     lines.append("")
     for name, result in results.items():
         if result.bad_status:
@@ -473,6 +480,7 @@ def _load(
     *,
     warm_up: bool = True,
     duration: float | None = None,
+    accept: str = "",
 ) -> WrkResult:
     """A warm-up run (unless ``warm_up`` is false), then the measured one, against ``server``."""
     common = {
@@ -483,6 +491,7 @@ def _load(
         "threads": args.threads,
         "body": body,
         "authorization": _AUTHORIZATION,
+        "accept": accept,
     }
     measured = args.duration if duration is None else duration
     if warm_up:
@@ -525,6 +534,8 @@ def run(args: argparse.Namespace) -> str:
                 )
         results.update({name: _combined(runs) for name, runs in rounds.items()})
         bare.stop()
+        for name, media_type in FORMATS.items():
+            results[name] = _load(name, kiln, "GET", args, accept=media_type)
         results["kiln PUT"] = _load("kiln PUT", kiln, "PUT", args, PUT_BODY)
         results["kiln PUT update"] = _load("kiln PUT update", kiln, "PUT", args, UPDATE_BODY)
         if kiln.stop() != 0:

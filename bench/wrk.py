@@ -94,6 +94,7 @@ def run_wrk(
     threads: int,
     body: str = "",
     authorization: str = "",
+    accept: str = "",
     timeout_s: int = 5,
 ) -> WrkResult:
     """Load ``base_url`` for ``duration`` seconds: ``METHOD prefix<random id in [1, records]>``.
@@ -119,6 +120,7 @@ def run_wrk(
         prefix,
         body,
         authorization,
+        accept,
     ]
     try:
         finished = subprocess.run(

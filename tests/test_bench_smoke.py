@@ -34,11 +34,25 @@ def test_bench_rest_runs_and_prints_the_ratios() -> None:
     assert finished.returncode == 0, output
     assert "seeded ids 101-200 offline" in finished.stdout, output
     assert "seeded ids 1-100 over HTTP" in finished.stdout, output
-    for target in ("kiln GET", "bare GET", "kiln PUT", "kiln PUT update"):
+    rows = (
+        "kiln GET",
+        "bare GET",
+        "kiln GET cbor",
+        "kiln GET msgpack",
+        "kiln PUT",
+        "kiln PUT update",
+    )
+    for target in rows:
         assert re.search(rf"^{target}\s+[\d,]+\s", finished.stdout, re.MULTILINE), output
     for name in ("kiln GET", "kiln PUT", "kiln PUT update"):
         assert re.search(
             rf"^ratio {name} / bare GET = \d+\.\d+ +\(target >= 0\.\d+: (met|NOT met)\)$",
+            finished.stdout,
+            re.MULTILINE,
+        ), output
+    for name in ("cbor", "msgpack"):
+        assert re.search(
+            rf"^ratio kiln GET {name} / kiln GET \(JSON\) = \d+\.\d+$",
             finished.stdout,
             re.MULTILINE,
         ), output

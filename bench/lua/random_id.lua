@@ -1,5 +1,5 @@
 -- One request per call to a random record: METHOD PREFIX<id> with id uniform in [1, N].
--- Arguments (after `--` on wrk's command line): N METHOD PREFIX [BODY [AUTHORIZATION]]
+-- Arguments (after `--` on wrk's command line): N METHOD PREFIX [BODY [AUTHORIZATION [ACCEPT]]]
 -- A BODY is sent as application/json. Placeholders in it are filled per request from the id,
 -- with the same formulas as bench.rest.dog(i), so a record keeps its indexed values:
 -- {id}, {breed}, {owner}, {tags}. `done` prints one machine-readable line for bench.wrk.
@@ -36,6 +36,7 @@ function init(args)
   headers = {}
   if body then headers["Content-Type"] = "application/json" end
   if args[5] and args[5] ~= "" then headers["Authorization"] = args[5] end
+  if args[6] and args[6] ~= "" then headers["Accept"] = args[6] end
   -- Threads start in the same second: mix in the thread number so their id sequences differ.
   math.randomseed(os.time() * 1000 + (thread_number or 0))
 end
