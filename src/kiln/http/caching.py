@@ -59,6 +59,19 @@ def last_modified(etag: str) -> str | None:
     return _http_date(version_millis(int(tag)) // 1000)
 
 
-@lru_cache(maxsize=4096)
 def _http_date(seconds: int) -> str:
-    return formatdate(seconds, usegmt=True)
+    """An IMF-fixdate (``Tue, 14 Nov 2023 22:13:20 GMT``): the day part cached, the time computed.
+
+    It runs on every record read, and formatting the whole date each time cost
+    more than the rest of the response.
+    """
+    day, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{_day_prefix(day)}{hours:02d}:{minutes:02d}:{secs:02d} GMT"
+
+
+@lru_cache(maxsize=1024)
+def _day_prefix(day: int) -> str:
+    """``Tue, 14 Nov 2023 `` for the ``day``-th day since the Unix epoch."""
+    return formatdate(day * 86_400, usegmt=True)[:17]

@@ -90,7 +90,8 @@ class RestHandler:
             raise MethodNotAllowed(
                 f"{method} is not a method kiln answers", allow=resource.allowed_methods(target)
             )
-        accept = scope.headers.get("accept")
+        headers = target.context.headers
+        accept = headers.get("accept")
         if seam_method in ANSWERED_WITH_A_BODY:
             fmt = response_format(accept)
         else:  # a write that answers with a body anyway falls back to JSON, not to a 406
@@ -100,7 +101,7 @@ class RestHandler:
                 fmt = JSON
         data = None
         if method not in READS and seam_method != "delete":
-            reader = request_format(scope.headers.get("content-type"))
+            reader = request_format(headers.get("content-type"))
             data = reader.decode(await self._read_body(scope, protocol))
         result = await invoke(resource, seam_method, target, data)
         return await self._respond(protocol, method, seam_method, target, result, fmt, resource)
