@@ -6,31 +6,23 @@ This version understands ``limit``; conditions, ``select`` and ``sort`` come wit
 the query engine. Errors name the character position where reading failed, so
 a client can see exactly what to change.
 
->>> parse_query("limit(5)")
-Query(start=0, end=5)
->>> parse_query("limit(10,20)")
-Query(start=10, end=20)
+>>> parse_query("limit(5)").end
+5
+>>> parse_query("limit(10,20)").start
+10
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from urllib.parse import unquote
 
 from kiln.errors import BadRequest
+from kiln.query.model import Query
 
 _FUNCTION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\(([^()]*)\)")
 _CONDITION = re.compile(r"[^=!<>()]+(=|!=)")
 _KNOWN_FUNCTIONS = ("limit",)
-
-
-@dataclass(frozen=True, slots=True)
-class Query:
-    """What a collection request asks for: the slice ``[start, end)`` of the matching records."""
-
-    start: int = 0
-    end: int | None = None
 
 
 def _error(position: int, message: str) -> BadRequest:
@@ -45,11 +37,11 @@ def _parse_limit(arguments: str, position: int) -> Query:
             f"limit({arguments}) needs one or two whole numbers: limit(END) or limit(START,END)",
         )
     if len(parts) == 1:
-        return Query(0, int(parts[0]))
+        return Query(start=0, end=int(parts[0]))
     start, end = int(parts[0]), int(parts[1])
     if end < start:
         raise _error(position, f"limit({arguments}) ends before it starts; END must be >= START")
-    return Query(start, end)
+    return Query(start=start, end=end)
 
 
 def parse_query(query_string: str) -> Query:
