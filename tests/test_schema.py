@@ -12,6 +12,7 @@ from kiln.schema import (
     SCALARS,
     Attribute,
     ObjectType,
+    Relationship,
     Schema,
     TableDef,
     TypeRef,
@@ -390,11 +391,11 @@ def test_unknown_type_directive_suggests_the_closest() -> None:
 
 def test_unknown_field_directive_lists_the_known_ones() -> None:
     expect_error(
-        "type A @table {\n  x: Int @unique\n}",
+        "type A @table {\n  x: Int @uniq\n}",
         "schema.graphql:2:10:",
-        at="@unique",
-        message="unknown directive `@unique` on a field",
-        hint="the directives on a field are: @primaryKey, @indexed, @createdTime, @updatedTime",
+        at="@uniq",
+        message="unknown directive `@uniq` on a field",
+        hint="did you mean `@unique`?",
     )
 
 
@@ -408,13 +409,14 @@ def test_unknown_field_directive_suggests_the_closest() -> None:
     )
 
 
-def test_relationship_directive_is_not_supported_yet() -> None:
+def test_unknown_field_directive_without_a_close_one_lists_the_known_ones() -> None:
     expect_error(
-        "type A @table { owner: ID @relationship(from: owner) }",
-        "schema.graphql:1:27:",
-        at="@relationship",
-        message="unknown directive `@relationship` on a field",
-        hint="`@relationship` is not supported yet",
+        "type A @table {\n  x: Int @zzz\n}",
+        "schema.graphql:2:10:",
+        at="@zzz",
+        message="unknown directive `@zzz` on a field",
+        hint="the directives on a field are: @primaryKey, @indexed, @unique, @createdTime, "
+        "@updatedTime, @relationship",
     )
 
 
@@ -639,9 +641,9 @@ def test_field_typed_with_a_table() -> None:
         "type Owner @table { name: String }\ntype Dog @table {\n  owner: Owner!\n}",
         "schema.graphql:3:10:",
         at="Owner!",
-        message="`owner` of `Dog` has the type `Owner`, which is a @table; "
-        "relationships between tables are not supported yet",
-        hint="`@relationship` is not supported yet; store the key instead, e.g. `ownerId: ID`",
+        message="`owner` of `Dog` has the type `Owner`, which is a @table, without `@relationship`",
+        hint="declare the join, e.g. `owner: Owner @relationship(from: ownerId)` with "
+        "`ownerId: ID` holding the Owner's key; or store the key instead (`ownerId: ID`)",
     )
 
 
@@ -651,7 +653,8 @@ def test_list_field_typed_with_a_table() -> None:
         "schema.graphql:1:28:",
         at="Dog]",
         message="`dogs` of `Owner` has the type `Dog`, which is a @table",
-        hint="e.g. `dogIds: [ID]`",
+        hint="`dogs: [Dog] @relationship(to: ownerId)` to find the Dog records whose `ownerId` "
+        "holds this key; or store the key instead (`dogIds: [ID]`)",
     )
 
 
@@ -660,7 +663,8 @@ def test_nested_type_field_typed_with_a_table() -> None:
         "type Owner @table { name: String }\ntype Info { owner: Owner }",
         "schema.graphql:2:20:",
         at="Owner }",
-        message="`owner` of `Info` has the type `Owner`, which is a @table",
+        message="`owner` of `Info` has the type `Owner`, which is a @table; "
+        "only a @table type can relate to another table",
         hint="ownerId: ID",
     )
 
@@ -983,3 +987,24 @@ def test_positions_with_crlf_line_endings() -> None:
     assert str(err).startswith("schema.graphql:3:1: syntax error: Expected Name, found '}'")
     err = fail("type A @table {\r\n  x: Strng\r\n}\r\n")
     assert str(err).startswith("schema.graphql:2:6: unknown type `Strng`")
+
+
+def test_unique_and_relationship_in_the_model() -> None:
+    schema = parse_schema(
+        "type Owner @table {\n"
+        "  id: ID @primaryKey\n"
+        "  email: String @unique\n"
+        "  dogs: [Dog] @relationship(to: ownerId)\n"
+        "}\n"
+        "type Dog @table { id: Int  ownerId: ID @indexed }"
+    )
+    owner = schema.tables["Owner"]
+    assert owner.attributes["email"] == Attribute(
+        "email", TypeRef("String"), indexed=True, unique=True, line=3, column=3
+    )
+    assert list(owner.attributes) == ["id", "email"]
+    assert (owner.indexed, owner.unique) == (("email",), ("email",))
+    assert owner.relationships == {
+        "dogs": Relationship("dogs", "Dog", None, "ownerId", many=True, line=4, column=3)
+    }
+    assert schema.tables["Dog"].relationships == {}

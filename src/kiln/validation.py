@@ -376,7 +376,7 @@ _Spec = tuple[Any, bool, bool, str, TypeRef, bool]
 class _ObjectValidator:
     """The compiled checks of a table's records or of a nested type's values."""
 
-    __slots__ = ("declared", "kind", "name", "required", "sealed", "specs")
+    __slots__ = ("declared", "kind", "name", "required", "sealed", "specs", "virtual")
 
     def __init__(self, name: str, kind: str, sealed: bool):
         self.name = name
@@ -385,6 +385,7 @@ class _ObjectValidator:
         self.specs: dict[str, _Spec] = {}
         self.required: tuple[tuple[str, str, TypeRef], ...] = ()
         self.declared: tuple[str, ...] = ()
+        self.virtual: dict[str, str] = {}  # relationship name → why it cannot be written
 
     def validate(self, data: object, partial: bool) -> dict[str, Any]:
         """Check a whole record (the table's entry point)."""
@@ -423,7 +424,10 @@ class _ObjectValidator:
         for key, value in data.items():
             spec = specs.get(key)
             if spec is None:
-                if self.sealed:
+                if key in self.virtual:
+                    path = _child(prefix, key)
+                    errors.append(FieldError(path, f"`{_label(path)}` {self.virtual[key]}"))
+                elif self.sealed:
                     errors.append(self.undeclared(key, prefix))
                 else:
                     out[key] = value
@@ -476,6 +480,15 @@ class _Compiler:
             if attribute.created_time or attribute.updated_time
         }
         self.fill(validator, table.attributes, dropped, primary_key=table.primary_key)
+        for name, relationship in table.relationships.items():
+            if relationship.from_attribute is not None:
+                instead = f"set `{relationship.from_attribute}` to the {relationship.target}'s key"
+            else:
+                instead = f"set `{relationship.to_attribute}` on the {relationship.target} records"
+            validator.virtual[name] = (
+                f"is a relationship to {relationship.target}, computed when read and never "
+                f"stored; remove it and {instead} instead"
+            )
         return validator
 
     def object_type(self, name: str) -> _ObjectValidator:

@@ -18,17 +18,27 @@ pointing at the offending token, with a hint saying how to fix it.
 The package splits that work along its seams: :mod:`kiln.schema.model` holds
 the frozen definitions, :mod:`kiln.schema.parser` the entry points
 (:func:`parse_schema`, :func:`load_schema`), :mod:`kiln.schema.builder` the
-walk from syntax tree to :class:`Schema`, and :mod:`kiln.schema.directives`
-the checks on kiln's directives and their arguments.
+walk from syntax tree to :class:`Schema`, :mod:`kiln.schema.directives`
+the checks on kiln's directives and their arguments, and
+:mod:`kiln.schema.relationships` the checks on ``@relationship`` fields.
 """
 
-from kiln.schema.model import SCALARS, Attribute, ObjectType, Schema, TableDef, TypeRef
+from kiln.schema.model import (
+    SCALARS,
+    Attribute,
+    ObjectType,
+    Relationship,
+    Schema,
+    TableDef,
+    TypeRef,
+)
 from kiln.schema.parser import load_schema, parse_schema
 
 __all__ = [
     "SCALARS",
     "Attribute",
     "ObjectType",
+    "Relationship",
     "Schema",
     "TableDef",
     "TypeRef",

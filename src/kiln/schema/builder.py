@@ -5,7 +5,9 @@ kiln does not support, then reads each object type into a
 :class:`~kiln.schema.TableDef` or :class:`~kiln.schema.ObjectType`, its fields
 into :class:`~kiln.schema.Attribute` values, and checks what needs the whole
 type or document (one primary key, unique storage and export names, known
-types). Every mistake raises :class:`~kiln.errors.SchemaError` at its token.
+types). ``@relationship`` fields are set aside while a table is read and checked
+against their targets once every table is built (:mod:`kiln.schema.relationships`).
+Every mistake raises :class:`~kiln.errors.SchemaError` at its token.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from kiln.schema.model import (
     TableDef,
     TypeRef,
     _suggest,
+)
+from kiln.schema.relationships import (
+    PendingRelationship,
+    declared_relationship,
+    resolve_relationships,
 )
 
 _SCALAR_ORDER = (
@@ -84,7 +91,7 @@ _UNSUPPORTED: tuple[tuple[type[ast.Node], str, str], ...] = (
         ast.DirectiveDefinitionNode,
         "directive declarations are not supported",
         "remove it; kiln's directives (@table, @export, @sealed, @primaryKey, @indexed, "
-        "@createdTime, @updatedTime) are built in",
+        "@unique, @createdTime, @updatedTime, @relationship) are built in",
     ),
     (
         ast.ExecutableDefinitionNode,
@@ -122,6 +129,7 @@ class _Builder(_DirectiveChecker):
         tables: dict[str, TableDef] = {}
         storage: dict[tuple[str, str], TableDef] = {}
         exports: dict[str, TableDef] = {}
+        pending: dict[str, list[PendingRelationship]] = {}
         for name, (node, directives) in declared.items():
             if "table" not in directives:
                 if "export" in directives:
@@ -133,7 +141,7 @@ class _Builder(_DirectiveChecker):
                     )
                 types[name] = self.object_type(node, directives, declared, table_names)
                 continue
-            table = self.table(node, directives, declared, table_names)
+            table, pending[name] = self.table(node, directives, declared, table_names)
             key = (table.database, table.table)
             if key in storage:
                 raise self.error(
@@ -153,6 +161,10 @@ class _Builder(_DirectiveChecker):
                     )
                 exports[table.export_name] = table
             tables[name] = table
+        for name, relationships in pending.items():  # every target is built by now
+            if relationships:
+                resolved = resolve_relationships(self, tables[name], relationships, tables)
+                tables[name] = dataclasses.replace(tables[name], relationships=resolved)
         return Schema(tables=tables, types=types, file=self.file)
 
     def check_definition(self, definition: ast.DefinitionNode) -> ast.ObjectTypeDefinitionNode:
@@ -200,7 +212,8 @@ class _Builder(_DirectiveChecker):
         directives: _Directives,
         declared: dict[str, tuple[ast.ObjectTypeDefinitionNode, _Directives]],
         table_names: set[str],
-    ) -> TableDef:
+    ) -> tuple[TableDef, list[PendingRelationship]]:
+        """The table's definition, and its relationships to check once every table is built."""
         name = node.name.value
         table_args = directives.args["table"]
         table_name = self.storage_name(directives.nodes["table"], "table", table_args, name)
@@ -236,10 +249,16 @@ class _Builder(_DirectiveChecker):
                     "put it on its own attribute, e.g. "
                     f"`{directive.removesuffix('Time')}: Long @{directive}`",
                 )
+        if "unique" in marks.field_directives.get(pk_name, ()):
+            raise self.error(
+                marks.field_directives[pk_name]["unique"],
+                f"`@unique` on the primary key `{pk_name}` of `{name}`, which is unique already",
+                "remove `@unique`",
+            )
         attributes[pk_name] = dataclasses.replace(
             pk, primary_key=True, type=dataclasses.replace(pk.type, required=False)
         )
-        return TableDef(
+        definition = TableDef(
             name=name,
             table=table_name,
             database=database,
@@ -250,6 +269,7 @@ class _Builder(_DirectiveChecker):
             line=line,
             column=column,
         )
+        return definition, list(marks.relationships.values())
 
     def object_type(
         self,
@@ -280,15 +300,16 @@ class _Builder(_DirectiveChecker):
         owner = node.name.value
         attributes: dict[str, Attribute] = {}
         marks = _Marks()
+        lines: dict[str, int] = {}
         for field in node.fields or ():
             name = field.name.value
-            if name in attributes:
+            if name in lines:
                 raise self.error(
                     field.name,
-                    f"field `{name}` is declared twice in `{owner}` "
-                    f"(first on line {attributes[name].line})",
+                    f"field `{name}` is declared twice in `{owner}` (first on line {lines[name]})",
                     "remove or rename one of them",
                 )
+            lines[name] = _at(field.name)[0]
             if name.startswith("__"):
                 raise self.error(
                     field.name,
@@ -302,14 +323,30 @@ class _Builder(_DirectiveChecker):
                     f"remove the parentheses: `{name}: ...`",
                 )
             type_ref, named = self.type_ref(field.type)
-            self.check_type_name(type_ref, named, name, owner, declared, table_names)
             directives = self.directives(field.directives, on_type=False)
+            related = in_table and "relationship" in directives
+            self.check_type_name(type_ref, named, name, owner, declared, table_names, related)
             marks.type_nodes[name] = field.type
             marks.field_directives[name] = directives.nodes
             if not in_table and directives.nodes:
                 directive, misplaced = next(iter(directives.nodes.items()))
                 raise self.error(misplaced, *self.nested_directive_error(directive, owner, name))
+            if related:
+                marks.relationships[name] = declared_relationship(
+                    self, owner, field, type_ref, named, directives
+                )
+                continue
             is_object = not type_ref.is_scalar
+            if "unique" in directives and (
+                is_object or type_ref.is_list or type_ref.name == "Bytes"
+            ):
+                raise self.error(
+                    directives.nodes["unique"],
+                    f"`@unique` on `{name}`, whose type is {type_ref}; only a single scalar "
+                    "value (not a list, an object or Bytes) can be unique",
+                    "remove it"
+                    + (", or use `@indexed` to index each item" if type_ref.is_list else ""),
+                )
             if "primaryKey" in directives:
                 if marks.primary_key is not None:
                     raise self.error(
@@ -355,12 +392,13 @@ class _Builder(_DirectiveChecker):
             attribute = Attribute(
                 name=name,
                 type=type_ref,
-                indexed="indexed" in directives,
+                indexed="indexed" in directives or "unique" in directives,
                 primary_key="primaryKey" in directives,
                 created_time="createdTime" in directives,
                 updated_time="updatedTime" in directives,
                 line=line,
                 column=column,
+                unique="unique" in directives,
             )
             if attribute.primary_key:
                 self.check_key_type(attribute, field.type, implicit=False)
@@ -393,17 +431,41 @@ class _Builder(_DirectiveChecker):
         owner: str,
         declared: dict[str, tuple[ast.ObjectTypeDefinitionNode, _Directives]],
         table_names: set[str],
+        related: bool,
     ) -> None:
+        """Check that a field's type exists, and is a @table exactly when ``related``."""
         name = type_ref.name
-        if name in SCALARS:
+        if related and (name in SCALARS or name in declared) and name not in table_names:
+            raise self.error(
+                named,
+                f"`@relationship` on `{field}` of `{owner}`, whose type `{name}` is not "
+                "a @table type",
+                "give it the related table's type, "
+                "e.g. `owner: Owner @relationship(from: ownerId)`",
+            )
+        if name in SCALARS or (related and name in table_names):
             return
         if name in table_names:
             key = _lower_first(name) + ("Ids: [ID]" if type_ref.is_list else "Id: ID")
+            if owner not in table_names:
+                raise self.error(
+                    named,
+                    f"`{field}` of `{owner}` has the type `{name}`, which is a @table; "
+                    "only a @table type can relate to another table",
+                    f"store the key instead, e.g. `{key}`",
+                )
+            join = (
+                f"`{field}: [{name}] @relationship(to: {_lower_first(owner)}Id)` to find the "
+                f"{name} records whose `{_lower_first(owner)}Id` holds this key"
+                if type_ref.is_list
+                else f"`{field}: {name} @relationship(from: {_lower_first(name)}Id)` with "
+                f"`{_lower_first(name)}Id: ID` holding the {name}'s key"
+            )
             raise self.error(
                 named,
-                f"`{field}` of `{owner}` has the type `{name}`, which is a @table; "
-                "relationships between tables are not supported yet",
-                f"`@relationship` is not supported yet; store the key instead, e.g. `{key}`",
+                f"`{field}` of `{owner}` has the type `{name}`, which is a @table, "
+                "without `@relationship`",
+                f"declare the join, e.g. {join}; or store the key instead (`{key}`)",
             )
         if name not in declared:
             choices = [*_SCALAR_ORDER, *declared]
@@ -442,3 +504,4 @@ class _Marks:
     field_directives: dict[str, dict[str, ast.DirectiveNode]] = dataclasses.field(
         default_factory=dict
     )
+    relationships: dict[str, PendingRelationship] = dataclasses.field(default_factory=dict)

@@ -1,7 +1,8 @@
 """kiln's directives: where each may go, its arguments, and the names they give.
 
 ``@table``, ``@export`` and ``@sealed`` go on a type, ``@primaryKey``,
-``@indexed``, ``@createdTime`` and ``@updatedTime`` on a field. The
+``@indexed``, ``@unique``, ``@createdTime``, ``@updatedTime`` and
+``@relationship`` on a field. The
 :class:`_DirectiveChecker` here checks a node's directives (known, in the right
 place, once each), their arguments (known, once each, strings) and the storage
 and export names they give; :class:`~kiln.schema.builder._Builder` builds on it
@@ -28,9 +29,14 @@ _TYPE_DIRECTIVES: dict[str, tuple[str, ...]] = {
 _FIELD_DIRECTIVES: dict[str, tuple[str, ...]] = {
     "primaryKey": (),
     "indexed": (),
+    "unique": (),
     "createdTime": (),
     "updatedTime": (),
+    "relationship": ("from", "to"),
 }
+# Directives whose arguments name an attribute, so they may be written unquoted
+# (`@relationship(from: ownerId)`, as in Harper) as well as quoted.
+_NAME_ARGUMENTS = frozenset({"relationship"})
 
 _STORAGE_NAME = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 _EXPORT_NAME = re.compile(r"[A-Za-z0-9.-][A-Za-z0-9_.-]*", re.ASCII)
@@ -120,16 +126,8 @@ class _DirectiveChecker:
                         f"`@{name}` belongs on {other}, not on {place}",
                         f"move it {example}",
                     )
-                if name == "relationship":
-                    hint = (
-                        "`@relationship` is not supported yet; store the related record's "
-                        "key instead, e.g. `ownerId: ID`"
-                    )
-                else:
-                    known = ", ".join(f"@{d}" for d in here)
-                    hint = _suggest(
-                        name, here, f"the directives on {place} are: {known}", prefix="@"
-                    )
+                known = ", ".join(f"@{d}" for d in here)
+                hint = _suggest(name, here, f"the directives on {place} are: {known}", prefix="@")
                 raise self.error(node, f"unknown directive `@{name}` on {place}", hint)
             if name in found:
                 raise self.error(
@@ -163,6 +161,9 @@ class _DirectiveChecker:
                     "keep one of them",
                 )
             value = argument.value
+            if name in _NAME_ARGUMENTS and isinstance(value, ast.EnumValueNode):
+                values[arg] = value.value
+                continue
             if not isinstance(value, ast.StringValueNode):
                 example = (
                     value.value

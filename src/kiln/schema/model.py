@@ -47,7 +47,11 @@ class TypeRef:
 
 @dataclass(frozen=True, slots=True)
 class Attribute:
-    """One field of a table or nested type, with its directives and its position in the file."""
+    """One field of a table or nested type, with its directives and its position in the file.
+
+    ``unique`` (``@unique``) implies ``indexed``: the builder sets both, so every
+    reader of ``indexed`` sees the index a unique attribute needs.
+    """
 
     name: str
     type: TypeRef
@@ -55,6 +59,33 @@ class Attribute:
     primary_key: bool = False
     created_time: bool = False
     updated_time: bool = False
+    line: int = 0
+    column: int = 0
+    unique: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Relationship:
+    """A virtual field joining a record to records of another table (``@relationship``).
+
+    Exactly one of ``from_attribute`` and ``to_attribute`` is set:
+
+    * ``from_attribute``: this record's attribute holding the ``target``'s primary
+      key (many-to-one), or a list of them (many-to-many, ``many``; results in the
+      list's order);
+    * ``to_attribute``: the ``target``'s ``@indexed`` attribute holding this record's
+      primary key (one-to-many; always ``many``).
+
+    ``many`` says whether the field's value is a list of records or one record
+    (or None). Relationships are never stored and never indexed.
+    """
+
+    name: str
+    target: str
+    """The type name of the related @table (a key of :attr:`Schema.tables`)."""
+    from_attribute: str | None
+    to_attribute: str | None
+    many: bool
     line: int = 0
     column: int = 0
 
@@ -74,8 +105,10 @@ class ObjectType:
 class TableDef:
     """A ``@table`` type: where its records are stored, how it is exported, its attributes.
 
-    ``attributes`` is in declaration order and includes the primary key (an
-    implicit ``id: ID`` comes first).
+    ``attributes`` holds the stored attributes in declaration order and includes
+    the primary key (an implicit ``id: ID`` comes first). ``relationships`` holds
+    the virtual ``@relationship`` fields, which are not in ``attributes``: no
+    record stores them and no index covers them.
     """
 
     name: str
@@ -87,9 +120,13 @@ class TableDef:
     sealed: bool = False
     line: int = 0
     column: int = 0
+    relationships: dict[str, Relationship] = field(default_factory=dict)
 
     indexed: tuple[str, ...] = field(init=False)
-    """The names of the ``@indexed`` attributes (the primary key excluded), in order."""
+    """The names of the ``@indexed`` attributes (``@unique`` ones included; the primary
+    key excluded), in order."""
+    unique: tuple[str, ...] = field(init=False)
+    """The names of the ``@unique`` attributes, in order."""
     created_time: str | None = field(init=False)
     """The name of the ``@createdTime`` attribute, if any."""
     updated_time: str | None = field(init=False)
@@ -104,6 +141,7 @@ class TableDef:
             "indexed": tuple(
                 a.name for a in attributes if a.indexed and a.name != self.primary_key
             ),
+            "unique": tuple(a.name for a in attributes if a.unique),
             "created_time": next((a.name for a in attributes if a.created_time), None),
             "updated_time": next((a.name for a in attributes if a.updated_time), None),
             "primary_key_type": self.attributes[self.primary_key].type.name,

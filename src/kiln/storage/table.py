@@ -10,7 +10,7 @@ import lmdb
 
 from kiln.schema import TableDef
 from kiln.storage.catalog import index_store, records_store
-from kiln.storage.keys import NUMBERS_END, NUMBERS_START, decode_key, encode_key
+from kiln.storage.keys import MAX_KEY_SIZE, NUMBERS_END, NUMBERS_START, decode_key, encode_key
 from kiln.storage.records import decode_record, encode_record
 from kiln.types import Key, Record, Version
 
@@ -70,6 +70,50 @@ class TableStore:
             chunk.append((bytes(cursor.key()), decode_record(cursor.value())[1]))
             found = cursor.next()
         return chunk
+
+    def holder(self, txn: lmdb.Transaction, attribute: str, value: Any, key: Key) -> Key | None:
+        """The key of a record other than ``key`` whose indexed ``attribute`` is ``value``.
+
+        Reads the attribute's index (one entry per value for a ``@unique`` attribute).
+        An index key cut to :data:`MAX_KEY_SIZE` is shared by every long value with
+        the same start, so for those the records themselves are compared.
+        """
+        own = encode_key(key)
+        cursor = txn.cursor(db=self.indexes[attribute])
+        for term in _index_terms(value):
+            if not cursor.set_key(term):
+                continue
+            for encoded_key in cursor.iternext_dup():
+                if encoded_key == own:
+                    continue
+                other = decode_key(encoded_key)
+                if len(term) < MAX_KEY_SIZE:
+                    return other
+                found = self.get(txn, other)
+                if found is not None and found[1].get(attribute) == value:
+                    return other
+        return None
+
+    def find(self, txn: lmdb.Transaction, attribute: str, value: Key) -> list[Record]:
+        """The records whose indexed ``attribute`` is ``value`` (or, for a list, holds it).
+
+        In primary key order. A long string value shares its cut index key with
+        others, so each record found is checked against ``value`` itself.
+        """
+        found = []
+        cursor = txn.cursor(db=self.indexes[attribute])
+        for term in _index_terms(value):
+            if not cursor.set_key(term):
+                continue
+            for encoded_key in cursor.iternext_dup():
+                raw = txn.get(encoded_key, db=self.primary)
+                if raw is None:  # pragma: no cover - the index and the records move together
+                    continue
+                record = decode_record(raw)[1]
+                held = record.get(attribute)
+                if held == value or (isinstance(held, list) and value in held):
+                    found.append(record)
+        return found
 
     def next_integer_key(self, txn: lmdb.Transaction) -> int:
         """One more than the largest numeric primary key (1 for a table without one)."""
