@@ -73,3 +73,34 @@ def test_bench_startup_runs_and_prints_the_ratio() -> None:
     assert re.search(
         r"^ratio kiln GET /Dog/1 / python -c pass = \d+\.\d+$", finished.stdout, re.MULTILINE
     ), output
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not on PATH (apt-get install wrk) to load servers"
+)
+def test_bench_query_runs_and_prints_the_ratios() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench.query", "--records", "2000", "--duration", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = finished.stdout + finished.stderr
+    assert finished.returncode == 0, output
+    assert "seeded 2,000 records offline" in finished.stdout, output
+    for target in (
+        "bare GET",
+        "indexed eq (10 rows)",
+        "range limit(100)",
+        "full scan eq (10 rows)",
+    ):
+        assert re.search(rf"^{re.escape(target)}\s+[\d,.]+\s", finished.stdout, re.MULTILINE), (
+            output
+        )
+    assert re.search(
+        r"^ratio indexed eq \(10 rows\) / bare GET = \d+\.\d+ +\(target >= 0\.40: (met|NOT met)\)$",
+        finished.stdout,
+        re.MULTILINE,
+    ), output
+    assert "WARNING" not in finished.stdout, output

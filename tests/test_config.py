@@ -20,6 +20,7 @@ from kiln.config import (
     HttpConfig,
     InvalidValue,
     LoggingConfig,
+    QueryConfig,
     Setting,
     Source,
     StorageConfig,
@@ -111,6 +112,9 @@ http:
 storage:
   path: data
   mapSize: 1GiB
+query:
+  allowScans: true
+  maxSortRows: 500
 logging:
   level: debug
 """,
@@ -441,7 +445,7 @@ def test_unknown_key_without_close_match_lists_section(tmp_path: Path) -> None:
     text = error(tmp_path, "qqqqqq: 1\n")
     assert text == (
         "config.yaml:1:1: unknown setting `qqqqqq`\n"
-        "  hint: the sections are: http, storage, logging"
+        "  hint: the sections are: http, storage, query, logging"
     )
 
 
@@ -747,7 +751,12 @@ def test_every_env_name_is_read(tmp_path: Path) -> None:
 def test_keys_are_unique_and_match_section_fields() -> None:
     keys = [setting.key for setting in SETTINGS]
     assert len(keys) == len(set(keys))
-    sections = {"http": HttpConfig, "storage": StorageConfig, "logging": LoggingConfig}
+    sections = {
+        "http": HttpConfig,
+        "storage": StorageConfig,
+        "query": QueryConfig,
+        "logging": LoggingConfig,
+    }
     expected = {
         (section, config_settings._attribute(rest))
         for section, _, rest in (key.partition(".") for key in keys)

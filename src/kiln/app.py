@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kiln.config import Config
 from kiln.evolution import ProgressDisplay, evolve
+from kiln.query.planner import Limits
 from kiln.resource import Resource, table_class
 from kiln.schema import Schema, load_schema
 from kiln.storage.clock import HybridClock
@@ -74,7 +75,8 @@ def load_app(directory: Path, config: Config, *, progress: Progress | None = Non
         writers[name].start()
     routes: dict[str, Resource] = {}
     for table in schema.exported():
-        cls = table_class(table, schema, databases[table.database], writers[table.database])
+        limits = Limits(config.query.allow_scans, config.query.max_sort_rows)
+        cls = table_class(table, schema, databases[table.database], writers[table.database], limits)
         routes[cls.path] = cls()
     return App(directory, config, schema, databases, writers, routes)
 

@@ -18,10 +18,13 @@ from typing import Any, ClassVar, NamedTuple
 from kiln.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from kiln.keypath import key_to_segment, parse_key
 from kiln.query import Query
+from kiln.query.binder import bind
+from kiln.query.executor import Results, Source, matching_keys
+from kiln.query.planner import Limits, plan_query
 from kiln.schema import Schema, TableDef
 from kiln.storage.database import Database
 from kiln.storage.keys import encode_key
-from kiln.storage.operations import Delete, Insert, Operation, Patch, Put
+from kiln.storage.operations import Delete, DeleteMatching, Insert, Patch, Put, Write
 from kiln.storage.table import TableStore
 from kiln.storage.writer import Writer
 from kiln.types import Key, Record, Version
@@ -40,7 +43,6 @@ PERMISSION_OF = {
 """Which permission hook guards each seam method."""
 
 _TARGET_ONLY = frozenset({"get", "delete"})
-_SCAN_CHUNK = 256
 _ALWAYS_STORABLE_LENGTH = 127
 """A string key this much shorter never exceeds LMDB's 511-byte key limit (4 bytes a char)."""
 
@@ -150,11 +152,18 @@ class Table(Resource):
     database: ClassVar[Database]
     store: ClassVar[TableStore]
     writer: ClassVar[Writer]
+    limits: ClassVar[Limits] = Limits()
 
     def get(self, target: RequestTarget) -> Record | Iterator[Record] | None:
-        """The record at ``target.id``, or the collection's records as a stream."""
+        """The record at ``target.id``; for the collection, the query's results as a stream.
+
+        ``explain()`` in the query answers the plan and its counts instead.
+        """
         if target.is_collection:
-            return self._records(target.query)
+            query = bind(target.query, self.definition, self.schema)
+            if query.explain:
+                return self.search(query, estimate=True).explain()
+            return self.search(query)
         with self.database.read() as txn:
             found = self.store.get(txn, target.id)
         if found is None:
@@ -192,28 +201,56 @@ class Table(Resource):
         changes.pop(self.definition.primary_key, None)
         await self._write(Patch(self.definition.name, key, changes, target.if_version), target)
 
-    async def delete(self, target: RequestTarget) -> None:
-        """Delete the record at ``target.id``."""
+    async def delete(self, target: RequestTarget) -> dict[str, int] | None:
+        """Delete the record at ``target.id``, or every record the collection's query matches.
+
+        A query's matches are chosen and deleted in one writer transaction.
+
+        Raises:
+            BadRequest: a DELETE of the collection without conditions.
+        """
+        if target.is_collection:
+            query = bind(target.query, self.definition, self.schema)
+            if query.where is None:
+                raise BadRequest(
+                    f"DELETE /{self.path}/ needs conditions to choose the records to delete",
+                    hint="to delete every record on purpose, name them with a condition every "
+                    f"record matches: DELETE /{self.path}/?{self._every_key()}",
+                )
+            plan = plan_query(query, self.definition, self.store, self.database.read, self.limits)
+            store, max_rows = self.store, self.limits.max_sort_rows
+            write = DeleteMatching(
+                self.definition.name, lambda txn: matching_keys(plan, store, txn, max_rows)
+            )
+            return {"deleted": len(await self._write(write, target))}
         key = self._record_key(target, "DELETE")
         await self._write(Delete(self.definition.name, key, target.if_version), target)
+        return None
 
-    def _records(self, query: Query) -> Iterator[Record]:
-        """Stream the records in key order, one short read transaction per chunk."""
-        store = self.store
-        skip, remaining = query.start, None if query.end is None else query.end - query.start
-        after: bytes | None = None
-        while remaining is None or remaining > 0:
-            with self.database.read() as txn:
-                chunk = store.scan(txn, after, _SCAN_CHUNK)
-            if not chunk:
-                return
-            after = chunk[-1][0]
-            records = [record for _key, record in chunk[skip:]]
-            skip = max(0, skip - len(chunk))
-            if remaining is not None:
-                records = records[:remaining]
-                remaining -= len(records)
-            yield from records
+    def _every_key(self) -> str:
+        """A condition on the primary key that every record matches, as a URL query."""
+        key = self.definition.primary_key
+        if self.definition.primary_key_type in ("ID", "String"):
+            return f"{key}=sw="
+        if self.definition.primary_key_type == "Float":
+            return f"{key}=ge=-1e308"
+        return f"{key}=ge=-9223372036854775808"
+
+    def search(self, query: Query, *, estimate: bool = False) -> Results:
+        """The records matching the bound ``query``, streamed in short read transactions.
+
+        Args:
+            query: a query bound to this table (:func:`kiln.query.binder.bind`).
+            estimate: count the driving index range even when there is no choice to make.
+
+        Raises:
+            BadRequest: no index can drive the query (and ``query.allowScans`` is off).
+        """
+        read = self.database.read
+        plan = plan_query(
+            query, self.definition, self.store, read, self.limits, estimate_all=estimate
+        )
+        return Results(plan, Source(self.store, read), self.limits.max_sort_rows)
 
     def _record_key(self, target: RequestTarget, method: str) -> Key:
         if target.id is None:
@@ -233,7 +270,7 @@ class Table(Resource):
             )
         return record
 
-    async def _write(self, operation: Operation, target: RequestTarget) -> list[Any]:
+    async def _write(self, operation: Write, target: RequestTarget) -> list[Any]:
         receipt = await self.writer.execute([operation], target.context.user)
         return receipt.results
 
@@ -257,7 +294,7 @@ class Table(Resource):
     def allowed_methods(self, target: RequestTarget) -> tuple[str, ...]:
         """A collection answers reads and POST; a record answers reads and the other writes."""
         if target.is_collection:
-            return ("GET", "HEAD", "POST", "OPTIONS")
+            return ("GET", "HEAD", "POST", "DELETE", "OPTIONS")
         if target.id is None:
             return ("GET", "HEAD", "OPTIONS")
         return ("GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -276,8 +313,14 @@ class Table(Resource):
         return key
 
 
-def table_class(definition: TableDef, schema: Schema, database: Database, writer: Writer) -> type:
-    """A :class:`Table` subclass bound to one table's storage, named after the table."""
+def table_class(
+    definition: TableDef,
+    schema: Schema,
+    database: Database,
+    writer: Writer,
+    limits: Limits | None = None,
+) -> type:
+    """A :class:`Table` subclass bound to one table's storage and query limits, named after it."""
     return type(
         definition.name,
         (Table,),
@@ -289,5 +332,6 @@ def table_class(definition: TableDef, schema: Schema, database: Database, writer
             "database": database,
             "store": database.tables[definition.name],
             "writer": writer,
+            "limits": limits or Limits(),
         },
     )

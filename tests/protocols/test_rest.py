@@ -396,7 +396,6 @@ def test_limit_slices_the_collection(
         ("limit(1,2,3)", 1),
         ("limit(-1)", 1),
         ("foo(1)", 1),
-        ("breed=x", 1),
         ("limit(1)&foo(1)", 10),
         ("limit(2)&limit(x", 10),
     ],
@@ -813,10 +812,10 @@ def test_unsupported_methods_are_405_with_allow(http: httpx.Client) -> None:
     assert "GET" in allow_of(trace)
     assert "TRACE" not in allow_of(trace)
 
-    for method in ("PUT", "PATCH", "DELETE"):
+    for method in ("PUT", "PATCH"):
         response = http.request(method, "/Dog/", json={"name": "x"})
         assert_problem(response, 405)
-        assert allow_of(response) == {"GET", "HEAD", "POST", "OPTIONS"}
+        assert allow_of(response) == {"GET", "HEAD", "POST", "DELETE", "OPTIONS"}
     assert get_json(http, "/Dog/") == before
 
 

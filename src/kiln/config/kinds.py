@@ -4,7 +4,7 @@ A :class:`Kind` checks a value as YAML gives it, reads it from text (a
 ``KILN_*`` variable or a command-line option) and resolves it against the
 application folder; its parsers raise :class:`InvalidValue` with a hint when a
 value does not fit. The kinds are :data:`STRING`, :data:`BOOL`, :data:`PORT`,
-:data:`SIZE`, :data:`MAP`, and the families :func:`choice` and :func:`directory`.
+:data:`SIZE`, :data:`COUNT`, :data:`MAP`, and the families :func:`choice` and :func:`directory`.
 """
 
 from __future__ import annotations
@@ -100,6 +100,25 @@ def _parse_port(text: str) -> int:
 
 PORT = Kind("port", "a port number from 1 to 65535", _check_port, parse_text=_parse_port)
 """A TCP port, 1 to 65535."""
+
+
+def _check_count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValue("write the number without quotes, e.g. 100000")
+    if value < 1:
+        raise InvalidValue("a count must be at least 1")
+    return value
+
+
+def _parse_count(text: str) -> int:
+    digits = text.strip()
+    if not digits.isascii() or not digits.isdigit():
+        raise InvalidValue("write the number alone, e.g. 100000")
+    return _check_count(int(digits))
+
+
+COUNT = Kind("count", "a whole number of at least 1", _check_count, parse_text=_parse_count)
+"""A number of things (rows, records), at least 1."""
 
 
 _SIZE_UNITS = {

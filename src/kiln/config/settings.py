@@ -2,7 +2,7 @@
 
 :data:`SETTINGS` lists each :class:`Setting` (key, kind, default, help); its
 ``KILN_*`` variable comes from :func:`env_name`. The section dataclasses
-(:class:`HttpConfig`, :class:`StorageConfig`, :class:`LoggingConfig`) have a
+(:class:`HttpConfig`, :class:`StorageConfig`, :class:`QueryConfig`, :class:`LoggingConfig`) have a
 field per setting, and :class:`Config` groups them with where each value came
 from (a :class:`Source`). Reading the values is :mod:`kiln.config.loader`'s job.
 """
@@ -17,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from kiln.config.kinds import BOOL, PORT, SIZE, STRING, Kind, choice, directory
+from kiln.config.kinds import BOOL, COUNT, PORT, SIZE, STRING, Kind, choice, directory
 
 CONFIG_FILE = "config.yaml"
 """The settings file's name inside the application folder."""
@@ -87,6 +87,18 @@ SETTINGS: tuple[Setting, ...] = (
         "The initial LMDB map size; it grows automatically.",
     ),
     Setting(
+        "query.allowScans",
+        BOOL,
+        False,
+        "Run queries no index can drive as full scans, instead of refusing them with a 400.",
+    ),
+    Setting(
+        "query.maxSortRows",
+        COUNT,
+        100_000,
+        "The most records a query without limit() sorts in memory; above it, a 400.",
+    ),
+    Setting(
         "logging.level",
         choice("debug", "info", "warning", "error"),
         "info",
@@ -126,6 +138,16 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryConfig:
+    """The ``query`` section."""
+
+    allow_scans: bool
+    """``query.allowScans``: whether a query no index can drive runs as a full scan."""
+    max_sort_rows: int
+    """``query.maxSortRows``: the most records a query without a limit sorts in memory."""
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     """The ``logging`` section."""
 
@@ -136,6 +158,7 @@ class LoggingConfig:
 _SECTIONS: dict[str, type] = {
     "http": HttpConfig,
     "storage": StorageConfig,
+    "query": QueryConfig,
     "logging": LoggingConfig,
 }
 """Each section's dataclass; a setting ``section.someKey`` is its field ``some_key``."""
@@ -155,6 +178,8 @@ class Config:
     """The ``http.*`` settings."""
     storage: StorageConfig
     """The ``storage.*`` settings."""
+    query: QueryConfig
+    """The ``query.*`` settings."""
     logging: LoggingConfig
     """The ``logging.*`` settings."""
     _values: Mapping[str, Any] = field(repr=False)

@@ -22,6 +22,7 @@ from kiln.http.formats import JSON, Columns, Format, encode_stream
 from kiln.http.negotiation import content_coding, request_format, response_format
 from kiln.http.problems import problem_response
 from kiln.query import Query, parse_query
+from kiln.query.executor import Results
 from kiln.resource import Context, RequestTarget, Resource, Response, Table, invoke
 
 METHOD_OF = {
@@ -39,6 +40,7 @@ ANSWERED_WITH_A_BODY = frozenset({"get", "post"})
 """Seam methods whose result is a body: an ``Accept`` nothing satisfies is refused up front."""
 
 _NO_QUERY = Query()
+_COUNT_APPLIED = ("preference-applied", "count=exact")
 
 access_log = logging.getLogger("kiln.access")
 
@@ -215,6 +217,8 @@ class RestHandler:
             protocol.response_empty(204, list(extra.items()))
             return 204
         headers = [("vary", "Accept"), *extra.items()]
+        if isinstance(result, Results) and _prefers_exact_count(request_headers):
+            headers += [("content-range", _content_range(result)), _COUNT_APPLIED]
         if isinstance(result, Iterator | AsyncIterator) or inspect.isgenerator(result):
             if method == "HEAD":
                 protocol.response_empty(200, [("content-type", fmt.content_type), *headers])
@@ -272,6 +276,27 @@ class RestHandler:
         transport = protocol.response_stream(200, headers)
         async for chunk in pieces:
             await transport.send_bytes(chunk)
+
+
+def _prefers_exact_count(headers: Mapping[str, str]) -> bool:
+    """Whether a ``Prefer`` header asks for ``count=exact``."""
+    prefer = headers.get("prefer")
+    if not prefer:
+        return False
+    return any(
+        part.strip().replace(" ", "").lower() == "count=exact"
+        for part in prefer.replace(";", ",").split(",")
+    )
+
+
+def _content_range(results: Results) -> str:
+    """``items START-END/TOTAL`` (END inclusive) for a query's page; ``items */TOTAL`` if empty."""
+    total = results.count()
+    start, end = results.start, results.plan.query.end
+    last = total if end is None else min(end, total)
+    if last <= start:
+        return f"items */{total}"
+    return f"items {start}-{last - 1}/{total}"
 
 
 def _columns(resource: Resource) -> Columns:

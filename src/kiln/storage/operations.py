@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,29 @@ Operation = Put | Insert | Patch | Delete
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteMatching:
+    """Delete every record of ``table`` whose key ``select`` picks in the writer's transaction.
+
+    ``select`` reads through the same transaction the deletes are made in, so no
+    write can slip between choosing the records and deleting them (DELETE by query).
+    """
+
+    table: str
+    select: Callable[[lmdb.Transaction], list[Key]]
+
+
+Write = Operation | DeleteMatching
+"""What a writer job holds: plain operations, and those that expand into some."""
+
+
+def expand(txn: lmdb.Transaction, write: Write) -> Sequence[Operation]:
+    """The plain operations ``write`` stands for in ``txn``: one ``Delete`` per key picked."""
+    if isinstance(write, DeleteMatching):
+        return [Delete(write.table, key) for key in write.select(txn)]
+    return (write,)
+
+
+@dataclass(frozen=True, slots=True)
 class WriteResult:
     """What one operation did: the key, the new version, the record after it (None if deleted)."""
 
@@ -111,6 +135,26 @@ def _check_version(
             f"{definition.name} {key!r} {found}, not at {wanted}; "
             "read it again and retry with its current ETag"
         )
+
+
+def _check_unique(
+    store: TableStore, txn: lmdb.Transaction, key: Key, record: Record, previous: Record | None
+) -> None:
+    """Refuse ``record`` when a ``@unique`` value of it is already another record's."""
+    definition = store.definition
+    for attribute in definition.unique:
+        value = record.get(attribute)
+        if value is None or (previous is not None and previous.get(attribute) == value):
+            continue
+        holder = store.holder(txn, attribute, value, key)
+        if holder is not None:
+            # The detail names the other record's key; the security issue decides later
+            # whether every user may see it.
+            raise Conflict(
+                f"{definition.name}.{attribute} is @unique and {definition.name} {holder!r} "
+                f"already has {attribute} {value!r}; send another {attribute}, or change "
+                "or delete that record first"
+            )
 
 
 def _generated_key(store: TableStore, txn: lmdb.Transaction) -> Key:
@@ -162,6 +206,7 @@ def apply(
             record = dict(operation.record)
         record[definition.primary_key] = key
         record = _stamped(definition, record, previous, version)
+        _check_unique(store, txn, key, record, previous)
         store.store(txn, key, version, record, previous)
     entry = AuditEntry(version, definition.name, key, kind, record, patch, user)
     database.audit.append(txn, entry)

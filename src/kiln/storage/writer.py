@@ -22,7 +22,7 @@ import lmdb
 
 from kiln.errors import KilnError
 from kiln.storage.database import Database
-from kiln.storage.operations import Operation, WriteResult, apply
+from kiln.storage.operations import Write, WriteResult, apply, expand
 
 log = logging.getLogger("kiln.writer")
 
@@ -39,7 +39,7 @@ class Receipt:
 
 @dataclass(slots=True)
 class _Job:
-    operations: Sequence[Operation]
+    operations: Sequence[Write]
     user: str | None
     loop: asyncio.AbstractEventLoop | None
     future: asyncio.Future[Receipt] | None = None
@@ -86,7 +86,7 @@ class Writer:
         """Start the writer thread; jobs submitted before wait in the queue until then."""
         self._thread.start()
 
-    async def execute(self, operations: Sequence[Operation], user: str | None = None) -> Receipt:
+    async def execute(self, operations: Sequence[Write], user: str | None = None) -> Receipt:
         """Apply ``operations`` atomically and durably; awaiting does not block the loop.
 
         Raises:
@@ -97,7 +97,7 @@ class Writer:
         self._submit(_Job(operations, user, loop, future))
         return await future
 
-    def execute_sync(self, operations: Sequence[Operation], user: str | None = None) -> Receipt:
+    def execute_sync(self, operations: Sequence[Write], user: str | None = None) -> Receipt:
         """Like :meth:`execute`, blocking the calling thread (never call it on the event loop)."""
         job = _Job(operations, user, None, done=threading.Event())
         self._submit(job)
@@ -184,9 +184,10 @@ class Writer:
         job.error = None
         target = self.database.env.begin(write=True, parent=txn) if nest else txn
         try:
-            for operation in job.operations:
-                result, _entry = apply(self.database, target, operation, job.user)
-                job.results.append(result)
+            for write in job.operations:
+                for operation in expand(target, write):
+                    result, _entry = apply(self.database, target, operation, job.user)
+                    job.results.append(result)
         except lmdb.MapFullError:
             if nest:
                 target.abort()

@@ -1,0 +1,220 @@
+"""Collection-query throughput: indexed equality and range against a full scan and the bare app.
+
+Usage::
+
+    python -m bench.query [--records 1000000] [--duration 10] [--connections 32] [--threads 2]
+
+Steps:
+
+1. Write an app whose ``Dog`` has ``pack: Int @indexed`` (``id // 10``: ten
+   records a value), ``packCopy`` (the same value, not indexed) and
+   ``rank: Int @indexed`` (the id), and seed N records offline with kiln's
+   library, 2,000 Puts per writer job (the time is printed).
+2. Start ``kiln run`` (with ``query.allowScans: true``, for the scan target) and
+   the bare baseline (:mod:`bench.bare_app`: one LMDB read by id).
+3. Load each with ``wrk``, a random value per request: ``GET /Dog/?pack=X``
+   (10 records by index), ``GET /Dog/?limit(100)&sort(+rank)&rank=ge=X`` (a range
+   walked in index order), ``GET /Dog/?packCopy=X`` (the same 10 records by a full
+   scan) and the bare app's ``GET /Dog/<id>``.
+4. Print req/s, p99 and the ratios with their targets: indexed equality at
+   least 0.40 of the bare app and at least 10x the full scan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.procs import ServerProcess, free_port
+from bench.rest import _AUTHORIZATION, _bare_process, _kiln_process, _progress, machine_info
+from bench.wrk import WrkError, WrkResult, find_wrk, run_wrk
+
+SCHEMA = """
+type Dog @table @export {
+  id: Int @primaryKey
+  name: String!
+  pack: Int @indexed
+  packCopy: Int
+  rank: Int @indexed
+}
+"""
+CONFIG = "query:\n  allowScans: true\n"
+BATCH = 2000
+
+TARGETS = (
+    ("indexed eq (10 rows)", "/Dog/?pack=", 10),
+    ("range limit(100)", "/Dog/?limit(100)&sort(+rank)&rank=ge=", 1),
+    ("full scan eq (10 rows)", "/Dog/?packCopy=", 10),
+)
+"""(name, URL prefix, records per value): the random value is in [1, N / records per value]."""
+
+
+def seed(app_dir: Path, data_dir: Path, records: int) -> float:
+    """Write Dog 1..records offline with kiln's library; the seconds it took."""
+    from kiln.app import load_app
+    from kiln.config import load_config
+    from kiln.storage.operations import Put
+
+    config = load_config(app_dir, env={}, overrides={"storage.path": str(data_dir)})
+    app = load_app(app_dir, config)
+    try:
+        writer = app.writers["data"]
+        started = time.perf_counter()
+        for first in range(1, records + 1, BATCH):
+            writer.execute_sync(
+                [
+                    Put(
+                        "Dog",
+                        i,
+                        {"name": f"Dog {i}", "pack": i // 10, "packCopy": i // 10, "rank": i},
+                    )
+                    for i in range(first, min(first + BATCH, records + 1))
+                ]
+            )
+        return time.perf_counter() - started
+    finally:
+        app.close()
+
+
+def _check(kiln: ServerProcess) -> None:
+    headers = {"authorization": _AUTHORIZATION}
+    with httpx.Client(timeout=120, trust_env=False, headers=headers) as client:
+        for name, prefix, per_value in TARGETS:
+            response = client.get(f"{kiln.url}{prefix}1")
+            expected = 10 if per_value == 10 else 100
+            if response.status_code != 200 or len(response.json()) != expected:
+                raise RuntimeError(f"{name}: {response.status_code} {response.text[:300]}")
+
+
+def _load(
+    name: str, url: str, prefix: str, values: int, args: argparse.Namespace, duration: float
+) -> WrkResult:
+    common = {
+        "records": max(1, values),
+        "method": "GET",
+        "prefix": prefix,
+        "connections": args.connections,
+        "threads": args.threads,
+        "authorization": _AUTHORIZATION,
+        "timeout_s": 30,
+    }
+    _progress(f"{name}: warm-up 1 s")
+    run_wrk(url, duration=1, **common)
+    _progress(f"{name}: {duration} s measured")
+    result = run_wrk(url, duration=duration, **common)
+    _progress(f"{name}: {result.rate:,.0f} req/s")
+    return result
+
+
+def run(args: argparse.Namespace) -> str:
+    """Run the benchmark and return the report."""
+    with contextlib.ExitStack() as stack:
+        root = Path(tempfile.mkdtemp(prefix="kiln-bench-query-", dir=args.tmp))
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
+        app_dir, data_dir = root / "app", root / "data"
+        app_dir.mkdir()
+        (app_dir / "schema.graphql").write_text(SCHEMA)
+        (app_dir / "config.yaml").write_text(CONFIG)
+        info = machine_info(data_dir)
+        _progress(f"seeding {args.records:,} records offline")
+        seconds = seed(app_dir, data_dir, args.records)
+        kiln = stack.enter_context(_kiln_process(app_dir, data_dir, free_port(), root / "kiln.log"))
+        kiln.start()
+        bare = stack.enter_context(_bare_process(data_dir, free_port(), root / "bare.log"))
+        bare.start()
+        _check(kiln)
+        results: dict[str, WrkResult] = {}
+        results["bare GET"] = _load(
+            "bare GET", bare.url, "/Dog/", args.records, args, args.duration
+        )
+        for name, prefix, per_value in TARGETS:
+            # a full scan answers a request in about a second per million records: keep it short
+            duration = args.duration if "scan" not in name else max(2, args.duration // 2)
+            results[name] = _load(
+                name, kiln.url, prefix, args.records // per_value - 1, args, duration
+            )
+        return report(args, seconds, results, info)
+
+
+def report(
+    args: argparse.Namespace, seconds: float, results: dict[str, WrkResult], info: list[str]
+) -> str:
+    """The printed summary: the table, the ratios and their targets, warnings, machine info."""
+    lines = [
+        "",
+        f"kiln query benchmark: {args.records:,} Dog records, {args.connections} connections, "
+        f"{args.threads} wrk thread(s), a random value per request",
+        f"seeded {args.records:,} records offline in {seconds:.1f} s "
+        f"({args.records / seconds:,.0f} records/s, {BATCH:,} Puts per writer job)",
+        "",
+        f"{'target':<24} {'req/s':>10} {'p50':>10} {'p99':>10} {'non-2xx':>8} {'requests':>10}",
+    ]
+    for name, result in results.items():
+        lines.append(
+            f"{name:<24} {result.rate:>10,.1f} {result.p50_us / 1000:>8.2f}ms "
+            f"{result.p99_us / 1000:>8.2f}ms {result.bad_status:>8} {result.requests:>10,}"
+        )
+    lines.append("")
+    eq = results["indexed eq (10 rows)"].rate
+    bare = results["bare GET"].rate
+    scan = results["full scan eq (10 rows)"].rate
+    ratios = (
+        ("indexed eq (10 rows) / bare GET", eq / bare if bare else 0.0, 0.40),
+        ("indexed eq (10 rows) / full scan eq (10 rows)", eq / scan if scan else 0.0, 10.0),
+        (
+            "range limit(100) / bare GET",
+            results["range limit(100)"].rate / bare if bare else 0.0,
+            None,
+        ),
+    )
+    for name, ratio, target in ratios:
+        verdict = (
+            ""
+            if target is None
+            else f"   (target >= {target:.2f}: {'met' if ratio >= target else 'NOT met'})"
+        )
+        lines.append(f"ratio {name} = {ratio:.3f}{verdict}")
+    for name, result in results.items():
+        if result.bad_status or result.socket_errors:
+            lines.append(
+                f"WARNING: {name}: {result.bad_status} non-2xx, "
+                f"{result.socket_errors} socket errors"
+            )
+    lines.extend(info)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.query", description=__doc__)
+    parser.add_argument("--records", type=int, default=1_000_000, help="Dog records to seed")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per target")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--tmp", type=Path, default=None, help="where to make the temporary folder")
+    args = parser.parse_args(argv)
+    if args.records < 100:
+        parser.error("--records must be at least 100")
+    if find_wrk() is None:
+        print("error: wrk is not on PATH (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
+        return 2
+    try:
+        text = run(args)
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped and temporary files removed", file=sys.stderr)
+        return 130
+    except (RuntimeError, WrkError, httpx.HTTPError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

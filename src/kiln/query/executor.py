@@ -1,0 +1,246 @@
+"""Run a :class:`~kiln.query.planner.Plan`: stream the matching records, shaped and in order.
+
+Records are read in chunks (:data:`CHUNK` index entries or records), each chunk
+in its own short read transaction that resumes after the last key read, so a
+query never pins a snapshot for long and memory stays flat however many records
+match: the first record leaves before the last is read, and ``limit`` stops the
+walk. Snapshot semantics: each chunk is consistent in itself; a record written
+while a query runs may be seen as of before or after that write, and is returned
+only if it matches when it is read. Orders made in memory (``heap``, ``memory``)
+hold at most ``end`` records or ``query.maxSortRows`` records.
+
+Inside a writer's transaction (DELETE by query) the same code reads through that
+one transaction: see :func:`matching_keys`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import lmdb
+
+from kiln.errors import BadRequest
+from kiln.query.matching import matches, sort_key, value_at
+from kiln.query.model import Selection
+from kiln.query.planner import IndexScan, Plan
+from kiln.storage.keys import decode_key
+from kiln.storage.ranges import KeyRange, fetch, index_term, walk_index, walk_primary
+from kiln.storage.table import TableStore
+from kiln.types import Key, Record
+
+CHUNK = 256
+"""Index entries or records read per read transaction."""
+
+Pair = tuple[bytes, Record]
+"""A record with its encoded primary key."""
+
+
+@dataclass(slots=True)
+class Source:
+    """Where a query reads: a table's stores and how to open a read transaction."""
+
+    store: TableStore
+    read: Callable[[], AbstractContextManager[lmdb.Transaction]]
+    chunk: int = CHUNK
+    scanned: int = field(default=0)
+    """Records fetched so far (for ``explain``)."""
+
+
+def _terms(value: Any) -> list[bytes]:
+    items = value if isinstance(value, list) else [value]
+    return [term for term in map(index_term, items) if term is not None]
+
+
+def _covers(scan: IndexScan, pair: Pair) -> bool:
+    """Whether ``scan`` reaches ``pair`` (so a later branch of an ``or`` skips it)."""
+    if scan.primary:
+        return pair[0] in scan.key_range
+    key_range = scan.key_range
+    return any(term in key_range for term in _terms(pair[1].get(scan.attribute)))
+
+
+def _walk_primary(source: Source, key_range: KeyRange, reverse: bool) -> Iterator[Pair]:
+    after: bytes | None = None
+    while True:
+        with source.read() as txn:
+            chunk = walk_primary(
+                txn, source.store.primary, key_range, after, source.chunk, reverse=reverse
+            )
+        if not chunk:
+            return
+        source.scanned += len(chunk)
+        after = chunk[-1][0]
+        yield from chunk
+
+
+def _walk_index(source: Source, scan: IndexScan, reverse: bool) -> Iterator[Pair]:
+    """The records under ``scan``'s terms, each once, in the index's order."""
+    index = source.store.indexes[scan.attribute]
+    key_range = scan.key_range
+    after: tuple[bytes, bytes] | None = None
+    while True:
+        with source.read() as txn:
+            entries = walk_index(txn, index, key_range, after, source.chunk, reverse=reverse)
+            records = dict(fetch(txn, source.store.primary, [key for _t, key in entries]))
+        if not entries:
+            return
+        source.scanned += len(records)
+        after = entries[-1]
+        for term, key in entries:
+            record = records.get(key)
+            if record is None:
+                continue
+            value = record.get(scan.attribute)
+            if isinstance(value, list):
+                # a record sits under each of its elements: return it at the first one met
+                inside = [item for item in _terms(value) if item in key_range]
+                if inside and term != (max(inside) if reverse else min(inside)):
+                    continue
+            yield key, record
+
+
+def _walk(source: Source, scan: IndexScan, reverse: bool) -> Iterator[Pair]:
+    if scan.primary:
+        return _walk_primary(source, scan.key_range, reverse)
+    return _walk_index(source, scan, reverse)
+
+
+def _without_value(source: Source, attribute: str) -> Iterator[Pair]:
+    """The records an index of ``attribute`` lacks (null or absent values), in key order."""
+    for pair in _walk_primary(source, KeyRange(), False):
+        if not _terms(pair[1].get(attribute)):
+            yield pair
+
+
+def _not_in(stream: Iterator[Pair], earlier: tuple[IndexScan, ...]) -> Iterator[Pair]:
+    """The records of ``stream`` that no ``earlier`` scan of an ``or`` reaches."""
+    for pair in stream:
+        if not any(_covers(scan, pair) for scan in earlier):
+            yield pair
+
+
+def matched(plan: Plan, source: Source) -> Iterator[Pair]:
+    """The records matching ``plan``'s query, in the plan's walk order (before sort and slice)."""
+    where = plan.query.where
+    scans = plan.scans
+    if not scans:
+        streams = [_walk_primary(source, KeyRange(), False)]
+    else:
+        streams = [_walk(source, scan, plan.reverse) for scan in scans]
+    if len(streams) > 1:
+        streams = [_not_in(stream, scans[:i]) for i, stream in enumerate(streams)]
+        if plan.order == "merge":
+            walked: Iterator[Pair] = heapq.merge(*streams, key=lambda pair: pair[0])
+        else:
+            walked = itertools.chain(*streams)
+    else:
+        walked = streams[0]
+    if plan.nulls_after:
+        walked = itertools.chain(walked, _without_value(source, scans[0].attribute))
+    if where is None:
+        return walked
+    return (pair for pair in walked if matches(where, pair[1]))
+
+
+def _ordered(plan: Plan, source: Source, max_sort_rows: int) -> Iterator[Pair]:
+    """The matches of ``plan`` from ``query.start`` to ``query.end``, in the query's order."""
+    query = plan.query
+    start, end = query.start, query.end
+    found = matched(plan, source)
+    if plan.order in ("stream", "merge"):
+        return itertools.islice(found, start, end)
+    by_record = sort_key(query.sort) if query.sort else None
+
+    def key(pair: Pair) -> Any:  # ties keep key order
+        return (by_record(pair[1]), pair[0]) if by_record is not None else pair[0]
+
+    if plan.order == "heap":
+        # the planner buffers in a heap only with a limit, so ``end`` is set
+        return iter(heapq.nsmallest(end or 0, found, key=key)[start:])
+    rows = list(itertools.islice(found, max_sort_rows + 1))
+    if len(rows) > max_sort_rows:
+        what = "sort()" if query.sort else "key order"
+        raise BadRequest(
+            f"the query matches more than query.maxSortRows ({max_sort_rows}) records, "
+            f"too many to put in {what} in memory",
+            hint="add limit(...) to keep the first records only, or sort by the "
+            "@indexed attribute the query's condition uses to stream in index order",
+        )
+    rows.sort(key=key)
+    return iter(rows[start:end])
+
+
+def shape(selection: Selection | None, record: Record) -> Any:
+    """``record`` as ``select()`` asks: an object, a bare value, or an array.
+
+    A field with ``nested`` (a relationship) is resolved by the relationships
+    issue before the record gets here; here it is read like a plain attribute.
+    """
+    if selection is None:
+        return record
+    fields = selection.fields
+    if selection.shape == "value":
+        return value_at(record, (fields[0].name,))
+    if selection.shape == "array":
+        return [record.get(item.name) for item in fields]
+    return {item.name: record.get(item.name) for item in fields}
+
+
+class Results(Iterator[Any]):
+    """The streamed results of a query: iterate for the records, :meth:`count` for the total."""
+
+    def __init__(self, plan: Plan, source: Source, max_sort_rows: int):
+        self.plan = plan
+        self.source = source
+        self.max_sort_rows = max_sort_rows
+        self._records: Iterator[Pair] | None = None
+
+    def __next__(self) -> Any:
+        if self._records is None:
+            self._records = _ordered(self.plan, self.source, self.max_sort_rows)
+        _key, record = next(self._records)
+        return shape(self.plan.query.select, record)
+
+    def count(self) -> int:
+        """How many records match the query, ignoring its limit (a pass of its own)."""
+        counting = Source(self.source.store, self.source.read, self.source.chunk)
+        return sum(1 for _pair in matched(self.plan, counting))
+
+    @property
+    def start(self) -> int:
+        """The position of the first result among all the matches."""
+        return self.plan.query.start
+
+    def explain(self) -> dict[str, Any]:
+        """The plan and what running it took: driver, estimate, filters, scanned, returned."""
+        returned = sum(1 for _record in self)
+        scans = self.plan.scans
+        drivers = [
+            {"attribute": scan.attribute, "comparator": scan.comparator, "range": scan.label}
+            for scan in scans
+        ]
+        return {
+            "driver": None if not scans else drivers[0] if len(drivers) == 1 else drivers,
+            "estimated": self.plan.estimated,
+            "fullScan": self.plan.full_scan,
+            "filters": [
+                {"attribute": ".".join(leaf.path), "comparator": leaf.comparator}
+                for leaf in self.plan.filters
+            ],
+            "scanned": self.source.scanned,
+            "returned": returned,
+            "sort": self.plan.sort_kind,
+        }
+
+
+def matching_keys(
+    plan: Plan, store: TableStore, txn: lmdb.Transaction, max_sort_rows: int
+) -> list[Key]:
+    """The primary keys of the records ``plan`` returns, read in ``txn`` (a writer's)."""
+    source = Source(store, lambda: nullcontext(txn))
+    return [cast(Key, decode_key(key)) for key, _record in _ordered(plan, source, max_sort_rows)]

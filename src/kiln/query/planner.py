@@ -1,0 +1,343 @@
+"""Choose how to read a bound query: which index ranges drive it and how its order is made.
+
+Every query is driven from an index. ``eq``, ranges (``gt ge lt le``, chained on
+one attribute) and ``sw`` on an ``@indexed`` attribute or on the primary key
+become a :class:`IndexScan`; ``ne``, ``ew`` and ``ct`` never drive. In an ``and``
+the scan with the fewest entries wins (counted cheaply, see
+:func:`kiln.storage.ranges.estimate`) and the other conditions filter the
+records it fetches; an ``or`` is the union of one scan per branch. A query no
+index can drive is refused unless ``query.allowScans`` is on; a query without
+conditions walks the primary key.
+
+The order: key order when ``sort`` is empty. A primary-key walk and a single
+``eq`` scan are in key order already (several such scans are merged by key); a
+``sort`` on the one attribute that drives (or, without conditions, on any
+``@indexed`` attribute or the primary key) walks that index in order. Any other
+order is made in memory: a top-k heap when the query has a ``limit``, else a sort
+of at most ``query.maxSortRows`` records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import lmdb
+import msgspec
+
+from kiln.errors import BadRequest
+from kiln.query.model import Condition, Node, Or, Query
+from kiln.schema import TableDef
+from kiln.storage.keys import NUMBERS_END, NUMBERS_START, STRINGS_END, STRINGS_START
+from kiln.storage.ranges import KeyRange, estimate, index_term, is_truncated
+from kiln.storage.table import TableStore
+
+DRIVING = frozenset({"eq", "gt", "ge", "lt", "le", "sw"})
+"""The comparators an index answers."""
+
+ESTIMATE_CAP = 1000
+"""Counting a candidate scan's entries stops here: past it, any candidate is "large"."""
+
+Order = Literal["stream", "merge", "heap", "memory"]
+Reader = Callable[[], AbstractContextManager[lmdb.Transaction]]
+
+_BOOLEANS = KeyRange(b"\x20", True, b"\x22", False)
+_NUMBERS = KeyRange(NUMBERS_START, True, NUMBERS_END, False)
+_STRINGS = KeyRange(STRINGS_START, True, STRINGS_END, False)
+_json = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The ``query.*`` settings: may a query scan the whole table, how much may it sort."""
+
+    allow_scans: bool = False
+    max_sort_rows: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class IndexScan:
+    """One walk over ``key_range`` of the index of ``attribute`` (``primary``: the records)."""
+
+    attribute: str
+    primary: bool
+    comparator: str
+    key_range: KeyRange
+    label: str
+    """The range as the query wrote it, for ``explain``: ``[5, 10)``, ``"ab"*``."""
+    many_valued: bool = False
+    """The attribute may hold lists, so one record may sit under several terms."""
+
+    @property
+    def single_term(self) -> bool:
+        """Whether the range is one term (an ``eq``): its keys then come in key order."""
+        return self.key_range.lower == self.key_range.upper
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How a query runs: its scans (none: the whole primary store) and how order is made."""
+
+    query: Query
+    scans: tuple[IndexScan, ...]
+    order: Order
+    reverse: bool = False
+    """Walk the single scan backwards (a descending sort in index order)."""
+    nulls_after: bool = False
+    """After an index walk for sort(), the records the index lacks (null values) follow."""
+    estimated: int | None = None
+    full_scan: bool = False
+    filters: tuple[Condition, ...] = field(default=())
+    """The conditions checked on fetched records besides the driving ones (for explain)."""
+
+    @property
+    def sort_kind(self) -> str | None:
+        """How sort() is done: ``index``, ``heap``, ``memory``, or None without sort()."""
+        if self.order in ("heap", "memory"):
+            return self.order
+        return "index" if self.query.sort else None
+
+
+def _bounds_of(term: bytes) -> KeyRange:
+    tag = term[:1]
+    if tag < STRINGS_START[:1]:
+        return _NUMBERS if tag >= NUMBERS_START else _BOOLEANS
+    return _STRINGS
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key above every key that starts with ``prefix``."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes((stripped[-1] + 1,))
+
+
+def _show(value: Any) -> str:
+    try:
+        return _json.encode(value).decode()
+    except (TypeError, msgspec.EncodeError):
+        return repr(value)
+
+
+def _range_of(condition: Condition) -> tuple[KeyRange, str] | None:
+    """The encoded key range and its label that ``condition`` selects, if an index can."""
+    comparator, value = condition.comparator, condition.value
+    if comparator == "sw":
+        if not isinstance(value, str):
+            return None
+        term = index_term(value)
+        if term is None:
+            return None
+        return KeyRange(term, True, _prefix_end(term), False), f"{_show(value)}*"
+    term = index_term(value)
+    if term is None:
+        return None
+    shown = _show(value)
+    # a cut long string stands for every value sharing its first bytes: keep it inclusive
+    inclusive = comparator in ("ge", "le") or is_truncated(term)
+    family = _bounds_of(term)
+    if comparator == "eq":
+        return KeyRange(term, True, term, True), f"[{shown}, {shown}]"
+    if comparator in ("gt", "ge"):
+        label = f"{'[' if comparator == 'ge' else '('}{shown}, …)"
+        return KeyRange(term, inclusive, family.upper, False), label
+    label = f"(…, {shown}{']' if comparator == 'le' else ')'}"
+    return KeyRange(family.lower, True, term, inclusive), label
+
+
+def _many_valued(definition: TableDef, attribute: str) -> bool:
+    declared = definition.attributes.get(attribute)
+    return declared is None or declared.type.is_list or declared.type.name == "Any"
+
+
+def scan_of(condition: Condition, definition: TableDef) -> IndexScan | None:
+    """The index scan that answers ``condition``, or None when no index can."""
+    if len(condition.path) != 1 or condition.comparator not in DRIVING:
+        return None
+    attribute = condition.path[0]
+    primary = attribute == definition.primary_key
+    if not primary and attribute not in definition.indexed:
+        return None
+    found = _range_of(condition)
+    if found is None:
+        return None
+    key_range, label = found
+    many = not primary and _many_valued(definition, attribute)
+    return IndexScan(attribute, primary, condition.comparator, key_range, label, many)
+
+
+def _joined(first: IndexScan, second: IndexScan) -> IndexScan:
+    """Two ranges on one single-valued attribute, as the one range both allow."""
+    lower, upper = (first, second) if first.comparator in ("gt", "ge") else (second, first)
+    label = f"{lower.label.removesuffix(', …)')}, {upper.label.removeprefix('(…, ')}"
+    return IndexScan(
+        first.attribute,
+        first.primary,
+        f"{first.comparator},{second.comparator}",
+        first.key_range.intersect(second.key_range),
+        label,
+    )
+
+
+Candidate = tuple[IndexScan, ...]
+
+
+def _candidates(
+    node: Node, definition: TableDef, choose: Callable[[list[Candidate]], Candidate]
+) -> list[Candidate]:
+    """Every way to drive ``node``: each a tuple of scans whose union holds its matches."""
+    if isinstance(node, Condition):
+        scan = scan_of(node, definition)
+        return [] if scan is None else [(scan,)]
+    if isinstance(node, Or):
+        union: list[IndexScan] = []
+        for item in node.items:
+            options = _candidates(item, definition, choose)
+            if not options:
+                return []
+            union.extend(choose(options))
+        return [tuple(union)]
+    found: list[Candidate] = []
+    ranged: dict[str, IndexScan] = {}
+    for item in node.items:
+        options = _candidates(item, definition, choose)
+        for option in options:
+            scan = option[0]
+            joinable = (
+                len(option) == 1
+                and not scan.many_valued
+                and scan.comparator in ("gt", "ge", "lt", "le")
+            )
+            if joinable and scan.attribute in ranged:
+                other = ranged[scan.attribute]
+                if (other.comparator in ("gt", "ge")) != (scan.comparator in ("gt", "ge")):
+                    joined = _joined(other, scan)
+                    found[found.index((other,))] = (joined,)
+                    ranged[scan.attribute] = joined
+                    continue
+            if joinable:
+                ranged[scan.attribute] = scan
+            found.append(option)
+    return found
+
+
+def _leaves(node: Node | None) -> list[Condition]:
+    if node is None:
+        return []
+    if isinstance(node, Condition):
+        return [node]
+    return [leaf for item in node.items for leaf in _leaves(item)]
+
+
+def _refusal(query: Query, definition: TableDef) -> BadRequest:
+    reasons, unindexed = [], []
+    for leaf in _leaves(query.where):
+        name = ".".join(leaf.path)
+        if leaf.comparator not in DRIVING:
+            reasons.append(f"`{name}` {leaf.comparator} cannot use an index")
+        elif len(leaf.path) == 1 and scan_of(leaf, definition) is None:
+            if leaf.path[0] not in definition.indexed and leaf.path[0] != definition.primary_key:
+                reasons.append(f"`{name}` is not indexed")
+                unindexed.append(name)
+            else:
+                shown = f"{leaf.comparator} {_show(leaf.value)}"
+                reasons.append(f"`{name}` {shown} cannot use its index")
+        elif len(leaf.path) > 1:
+            reasons.append(f"`{name}` is a nested path, which no index holds")
+    fix = (
+        f"add @indexed to `{unindexed[0]}` in schema.graphql"
+        if unindexed
+        else "add an eq, range or sw condition on an @indexed attribute"
+    )
+    return BadRequest(
+        f"no index can drive this query on {definition.name} ({'; '.join(reasons)}): "
+        "every branch needs an eq, range (gt, ge, lt, le) or sw condition on an @indexed "
+        "attribute or the primary key",
+        hint=f"{fix}, or set query.allowScans: true in config.yaml to allow full scans",
+    )
+
+
+def plan_query(
+    query: Query,
+    definition: TableDef,
+    store: TableStore,
+    read: Reader,
+    limits: Limits,
+    *,
+    estimate_all: bool = False,
+) -> Plan:
+    """The :class:`Plan` for the bound ``query`` over ``store``.
+
+    Args:
+        read: opens a short read transaction, for counting candidate scans.
+        estimate_all: count the chosen scans even when there is no choice (for explain).
+
+    Raises:
+        BadRequest: no index can drive the query and scans are not allowed.
+    """
+    counted: dict[Candidate, int] = {}
+
+    def size(candidate: Candidate) -> int:
+        if candidate not in counted:
+            with read() as txn:
+                counted[candidate] = sum(
+                    estimate(
+                        txn,
+                        store.primary if scan.primary else store.indexes[scan.attribute],
+                        scan.key_range,
+                        ESTIMATE_CAP,
+                        dupsort=not scan.primary,
+                    )
+                    for scan in candidate
+                )
+        return counted[candidate]
+
+    def choose(options: list[Candidate]) -> Candidate:
+        return options[0] if len(options) == 1 else min(options, key=size)
+
+    where = query.where
+    scans: Candidate = ()
+    full_scan = False
+    if where is not None:
+        options = _candidates(where, definition, choose)
+        if options:
+            scans = choose(options)
+        elif limits.allow_scans:
+            full_scan = True
+        else:
+            raise _refusal(query, definition)
+    estimated = size(scans) if scans and (estimate_all or scans in counted) else None
+    driving = {(scan.attribute, part) for scan in scans for part in scan.comparator.split(",")}
+    filters = tuple(
+        leaf for leaf in _leaves(where) if (leaf.path[0], leaf.comparator) not in driving
+    )
+    order, reverse, nulls_after, scans = _ordering(query, definition, scans, full_scan)
+    return Plan(query, scans, order, reverse, nulls_after, estimated, full_scan, filters)
+
+
+def _ordering(
+    query: Query, definition: TableDef, scans: Candidate, full_scan: bool
+) -> tuple[Order, bool, bool, Candidate]:
+    """How the plan makes its order: (order, reverse, nulls_after, scans)."""
+    buffered: Order = "heap" if query.end is not None else "memory"
+    if not query.sort:
+        if not scans or all(scan.primary or scan.single_term for scan in scans):
+            return ("stream" if len(scans) <= 1 else "merge"), False, False, scans
+        return buffered, False, False, scans
+    if len(query.sort) != 1 or len(query.sort[0].path) != 1 or full_scan:
+        return buffered, False, False, scans
+    sort = query.sort[0]
+    attribute = sort.path[0]
+    primary = attribute == definition.primary_key
+    if not scans:
+        if primary:
+            every = IndexScan(attribute, True, "all", KeyRange(), "all")
+            return "stream", sort.descending, False, (every,)
+        if attribute in definition.indexed and not _many_valued(definition, attribute):
+            every = IndexScan(attribute, False, "all", KeyRange(), "all")
+            return "stream", sort.descending, True, (every,)
+        return buffered, False, False, scans
+    if len(scans) == 1 and scans[0].attribute == attribute and not scans[0].many_valued:
+        return "stream", sort.descending, False, scans
+    return buffered, False, False, scans
