@@ -19,7 +19,7 @@ from kiln.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from kiln.keypath import key_to_segment, parse_key
 from kiln.query import Query
 from kiln.query.binder import bind
-from kiln.query.executor import Results, Source, matching_keys
+from kiln.query.executor import CHUNK, Results, Source, matching_keys
 from kiln.query.planner import Limits, plan_query
 from kiln.schema import Schema, TableDef
 from kiln.storage.database import Database
@@ -250,7 +250,9 @@ class Table(Resource):
         plan = plan_query(
             query, self.definition, self.store, read, self.limits, estimate_all=estimate
         )
-        return Results(plan, Source(self.store, read), self.limits.max_sort_rows)
+        wanted = query.end if query.end is not None else CHUNK
+        source = Source(self.store, read, first_chunk=max(1, wanted))
+        return Results(plan, source, self.limits.max_sort_rows)
 
     def _record_key(self, target: RequestTarget, method: str) -> Key:
         if target.id is None:

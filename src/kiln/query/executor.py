@@ -47,8 +47,18 @@ class Source:
     store: TableStore
     read: Callable[[], AbstractContextManager[lmdb.Transaction]]
     chunk: int = CHUNK
+    first_chunk: int = CHUNK
+    """The size of a walk's first chunk; later chunks double up to ``chunk``. A query that
+    wants ten records should not fetch and decode 256."""
     scanned: int = field(default=0)
     """Records fetched so far (for ``explain``)."""
+
+    def chunk_sizes(self) -> Iterator[int]:
+        """The size of each successive chunk of one walk."""
+        size = max(1, min(self.first_chunk, self.chunk))
+        while True:
+            yield size
+            size = min(size * 2, self.chunk)
 
 
 def _terms(value: Any) -> list[bytes]:
@@ -66,11 +76,9 @@ def _covers(scan: IndexScan, pair: Pair) -> bool:
 
 def _walk_primary(source: Source, key_range: KeyRange, reverse: bool) -> Iterator[Pair]:
     after: bytes | None = None
-    while True:
+    for size in source.chunk_sizes():
         with source.read() as txn:
-            chunk = walk_primary(
-                txn, source.store.primary, key_range, after, source.chunk, reverse=reverse
-            )
+            chunk = walk_primary(txn, source.store.primary, key_range, after, size, reverse=reverse)
         if not chunk:
             return
         source.scanned += len(chunk)
@@ -83,9 +91,9 @@ def _walk_index(source: Source, scan: IndexScan, reverse: bool) -> Iterator[Pair
     index = source.store.indexes[scan.attribute]
     key_range = scan.key_range
     after: tuple[bytes, bytes] | None = None
-    while True:
+    for size in source.chunk_sizes():
         with source.read() as txn:
-            entries = walk_index(txn, index, key_range, after, source.chunk, reverse=reverse)
+            entries = walk_index(txn, index, key_range, after, size, reverse=reverse)
             records = dict(fetch(txn, source.store.primary, [key for _t, key in entries]))
         if not entries:
             return
