@@ -21,6 +21,7 @@ from kiln.query import Query
 from kiln.query.binder import bind
 from kiln.query.executor import CHUNK, Results, Source, matching_keys
 from kiln.query.planner import Limits, plan_query
+from kiln.query.relationships import related_tables
 from kiln.schema import Schema, TableDef
 from kiln.storage.database import Database
 from kiln.storage.keys import encode_key
@@ -160,7 +161,7 @@ class Table(Resource):
         ``explain()`` in the query answers the plan and its counts instead.
         """
         if target.is_collection:
-            query = bind(target.query, self.definition, self.schema)
+            query = self._bound(target)
             if query.explain:
                 return self.search(query, estimate=True).explain()
             return self.search(query)
@@ -210,7 +211,7 @@ class Table(Resource):
             BadRequest: a DELETE of the collection without conditions.
         """
         if target.is_collection:
-            query = bind(target.query, self.definition, self.schema)
+            query = self._bound(target)
             if query.where is None:
                 raise BadRequest(
                     f"DELETE /{self.path}/ needs conditions to choose the records to delete",
@@ -218,9 +219,10 @@ class Table(Resource):
                     f"record matches: DELETE /{self.path}/?{self._every_key()}",
                 )
             plan = plan_query(query, self.definition, self.store, self.database.read, self.limits)
-            store, max_rows = self.store, self.limits.max_sort_rows
+            store, max_rows, database = self.store, self.limits.max_sort_rows, self.database
             write = DeleteMatching(
-                self.definition.name, lambda txn: matching_keys(plan, store, txn, max_rows)
+                self.definition.name,
+                lambda txn: matching_keys(plan, store, txn, max_rows, database),
             )
             return {"deleted": len(await self._write(write, target))}
         key = self._record_key(target, "DELETE")
@@ -251,8 +253,14 @@ class Table(Resource):
             query, self.definition, self.store, read, self.limits, estimate_all=estimate
         )
         wanted = query.end if query.end is not None else CHUNK
-        source = Source(self.store, read, first_chunk=max(1, wanted))
+        source = Source(self.store, read, first_chunk=max(1, wanted), database=self.database)
         return Results(plan, source, self.limits.max_sort_rows)
+
+    def _bound(self, target: RequestTarget) -> Query:
+        """The collection query of ``target`` bound to this table, dot paths through its
+        relationships."""
+        relationships = related_tables(self.schema, self.definition)
+        return bind(target.query, self.definition, self.schema, relationships=relationships)
 
     def _record_key(self, target: RequestTarget, method: str) -> Key:
         if target.id is None:

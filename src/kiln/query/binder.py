@@ -18,6 +18,7 @@ condition's text to the attribute's declared type:
   convert to a ``str`` (on an ``Any`` attribute the text is kept as it is).
 - Dot paths (``owner.name``) go through ``relationships`` (relationship name →
   target table): the rest of the path is bound against the target table, one hop.
+  ``sort()`` may only go through a relationship to one record (not a list).
 - Undeclared attributes: an error on an ``@sealed`` table. Other tables' records
   may carry them, so a condition on one is allowed when its value has a type
   prefix or is ``null`` (so a typo like ``nmae=Ann`` still fails loudly);
@@ -77,6 +78,14 @@ def bind(
         scope.check_selection(query.select)
     for key in query.sort:
         scope.check_sort_key(key)
+        relationship = table.relationships.get(key.path[0])
+        if relationship is not None and relationship.many:
+            raise _at(
+                key.position,
+                f"cannot sort by `{'.'.join(key.path)}`: `{key.path[0]}` relates each "
+                f"{table.name} to several {relationship.target} records; sort through a "
+                "relationship to one record instead",
+            )
     return replace(query, where=where)
 
 

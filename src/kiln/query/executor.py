@@ -9,6 +9,11 @@ while a query runs may be seen as of before or after that write, and is returned
 only if it matches when it is read. Orders made in memory (``heap``, ``memory``)
 hold at most ``end`` records or ``query.maxSortRows`` records.
 
+Conditions, sort keys and selections that go through a relationship
+(``owner.name=Ann``, ``sort(owner.name)``, ``select(owner{name})``) read the
+related records with :mod:`kiln.query.relationships`, for a batch of
+:data:`CHUNK` records at a time in one read transaction of its own.
+
 Inside a writer's transaction (DELETE by query) the same code reads through that
 one transaction: see :func:`matching_keys`.
 """
@@ -19,15 +24,19 @@ import heapq
 import itertools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from typing import Any, cast
 
 import lmdb
 
 from kiln.errors import BadRequest
+from kiln.query import relationships
 from kiln.query.matching import matches, sort_key, value_at
-from kiln.query.model import Selection
+from kiln.query.model import Condition, Node, Selection, SortKey
 from kiln.query.planner import IndexScan, Plan
+from kiln.schema import TableDef
+from kiln.storage.database import Database
 from kiln.storage.keys import decode_key
 from kiln.storage.ranges import KeyRange, fetch, index_term, walk_index, walk_primary
 from kiln.storage.table import TableStore
@@ -52,6 +61,18 @@ class Source:
     wants ten records should not fetch and decode 256."""
     scanned: int = field(default=0)
     """Records fetched so far (for ``explain``)."""
+    database: Database | None = None
+    """The store's database, for queries through relationships (None: a query cannot use one)."""
+
+    def related(self) -> Database:
+        """The database relationships are read from.
+
+        Raises:
+            ValueError: the source was built without one.
+        """
+        if self.database is None:
+            raise ValueError("a query through a relationship needs Source(database=...)")
+        return self.database
 
     def chunk_sizes(self) -> Iterator[int]:
         """The size of each successive chunk of one walk."""
@@ -152,7 +173,46 @@ def matched(plan: Plan, source: Source) -> Iterator[Pair]:
         walked = itertools.chain(walked, _without_value(source, scans[0].attribute))
     if where is None:
         return walked
-    return (pair for pair in walked if matches(where, pair[1]))
+    definition = source.store.definition
+    if not _through_relationship(where, definition):
+        return (pair for pair in walked if matches(where, pair[1]))
+    return _matched_related(where, definition, source, walked)
+
+
+def _batches(pairs: Iterator[Pair], source: Source) -> Iterator[list[Pair]]:
+    """``pairs`` in lists of ``source``'s chunk sizes, each read in full before the caller
+    opens a transaction.
+
+    A walk closes its own read transaction before it yields, so a batch can be
+    worked on in a transaction of its own without two being open in one thread.
+    """
+    for size in source.chunk_sizes():
+        batch = list(itertools.islice(pairs, size))
+        if not batch:
+            return
+        yield batch
+
+
+def _through_relationship(node: Node, definition: TableDef) -> bool:
+    """Whether a condition of ``node`` has a dot path starting with a relationship."""
+    if isinstance(node, Condition):
+        return len(node.path) > 1 and node.path[0] in definition.relationships
+    return any(_through_relationship(item, definition) for item in node.items)
+
+
+def _matched_related(
+    where: Node, definition: TableDef, source: Source, walked: Iterator[Pair]
+) -> Iterator[Pair]:
+    """The pairs of ``walked`` that match ``where``, reading related records batch by batch."""
+    database = source.related()
+    for batch in _batches(walked, source):
+        with source.read() as txn:
+            kept = [
+                pair
+                for pair in batch
+                if relationships.matches(database, txn, definition, where, pair[1])
+            ]
+        yield from kept
 
 
 def _ordered(plan: Plan, source: Source, max_sort_rows: int) -> Iterator[Pair]:
@@ -162,15 +222,12 @@ def _ordered(plan: Plan, source: Source, max_sort_rows: int) -> Iterator[Pair]:
     found = matched(plan, source)
     if plan.order in ("stream", "merge"):
         return itertools.islice(found, start, end)
-    by_record = sort_key(query.sort) if query.sort else None
-
-    def key(pair: Pair) -> Any:  # ties keep key order
-        return (by_record(pair[1]), pair[0]) if by_record is not None else pair[0]
-
+    keyed = _keyed(query.sort, source, found)
+    by_key = itemgetter(0)
     if plan.order == "heap":
         # the planner buffers in a heap only with a limit, so ``end`` is set
-        return iter(heapq.nsmallest(end or 0, found, key=key)[start:])
-    rows = list(itertools.islice(found, max_sort_rows + 1))
+        return (pair for _key, pair in heapq.nsmallest(end or 0, keyed, key=by_key)[start:])
+    rows = list(itertools.islice(keyed, max_sort_rows + 1))
     if len(rows) > max_sort_rows:
         what = "sort()" if query.sort else "key order"
         raise BadRequest(
@@ -179,15 +236,49 @@ def _ordered(plan: Plan, source: Source, max_sort_rows: int) -> Iterator[Pair]:
             hint="add limit(...) to keep the first records only, or sort by the "
             "@indexed attribute the query's condition uses to stream in index order",
         )
-    rows.sort(key=key)
-    return iter(rows[start:end])
+    rows.sort(key=by_key)
+    return (pair for _key, pair in rows[start:end])
+
+
+def _keyed(sort: tuple[SortKey, ...], source: Source, found: Iterator[Pair]) -> Iterator[Any]:
+    """``(order key, pair)`` per pair of ``found``: by ``sort``, ties (or no sort) in key order.
+
+    A sort key through a relationship (``owner.name``) reads the related record:
+    the record is sorted as if the relationship's value were stored in it.
+    """
+    if not sort:
+        return ((pair[0], pair) for pair in found)
+    by_record = sort_key(sort)
+    definition = source.store.definition
+    related = {key.path[0] for key in sort if key.path[0] in definition.relationships}
+    if not related:
+        return (((by_record(pair[1]), pair[0]), pair) for pair in found)
+    return _keyed_related(by_record, related, source, found)
+
+
+def _keyed_related(
+    by_record: Callable[[Record], Any], names: set[str], source: Source, found: Iterator[Pair]
+) -> Iterator[Any]:
+    database, definition = source.related(), source.store.definition
+    for batch in _batches(found, source):
+        with source.read() as txn:
+            keyed = []
+            for pair in batch:
+                view = dict(pair[1])
+                for name in names:
+                    relationship = definition.relationships[name]
+                    view[name] = relationships.resolve(
+                        database, txn, definition, relationship, pair[1]
+                    )
+                keyed.append(((by_record(view), pair[0]), pair))
+        yield from keyed
 
 
 def shape(selection: Selection | None, record: Record) -> Any:
     """``record`` as ``select()`` asks: an object, a bare value, or an array.
 
-    A field with ``nested`` (a relationship) is resolved by the relationships
-    issue before the record gets here; here it is read like a plain attribute.
+    A selected relationship is resolved before the record gets here
+    (:func:`_shaped`); here it is read like a plain attribute.
     """
     if selection is None:
         return record
@@ -199,6 +290,27 @@ def shape(selection: Selection | None, record: Record) -> Any:
     return {item.name: record.get(item.name) for item in fields}
 
 
+def _shaped(plan: Plan, source: Source, ordered: Iterator[Pair]) -> Iterator[Any]:
+    """The records of ``ordered`` shaped by the query's selection, relationships filled in."""
+    selection = plan.query.select
+    definition = source.store.definition
+    if selection is None or not any(
+        item.name in definition.relationships for item in selection.fields
+    ):
+        for _key, record in ordered:
+            yield shape(selection, record)
+        return
+    database = source.related()
+    for batch in _batches(ordered, source):
+        with source.read() as txn:
+            filled = [
+                relationships.with_related(database, txn, definition, record, selection)
+                for _key, record in batch
+            ]
+        for record in filled:
+            yield shape(selection, record)
+
+
 class Results(Iterator[Any]):
     """The streamed results of a query: iterate for the records, :meth:`count` for the total."""
 
@@ -206,17 +318,17 @@ class Results(Iterator[Any]):
         self.plan = plan
         self.source = source
         self.max_sort_rows = max_sort_rows
-        self._records: Iterator[Pair] | None = None
+        self._results: Iterator[Any] | None = None
 
     def __next__(self) -> Any:
-        if self._records is None:
-            self._records = _ordered(self.plan, self.source, self.max_sort_rows)
-        _key, record = next(self._records)
-        return shape(self.plan.query.select, record)
+        if self._results is None:
+            ordered = _ordered(self.plan, self.source, self.max_sort_rows)
+            self._results = _shaped(self.plan, self.source, ordered)
+        return next(self._results)
 
     def count(self) -> int:
         """How many records match the query, ignoring its limit (a pass of its own)."""
-        counting = Source(self.source.store, self.source.read, self.source.chunk)
+        counting = replace(self.source, scanned=0)
         return sum(1 for _pair in matched(self.plan, counting))
 
     @property
@@ -247,8 +359,15 @@ class Results(Iterator[Any]):
 
 
 def matching_keys(
-    plan: Plan, store: TableStore, txn: lmdb.Transaction, max_sort_rows: int
+    plan: Plan,
+    store: TableStore,
+    txn: lmdb.Transaction,
+    max_sort_rows: int,
+    database: Database | None = None,
 ) -> list[Key]:
-    """The primary keys of the records ``plan`` returns, read in ``txn`` (a writer's)."""
-    source = Source(store, lambda: nullcontext(txn))
+    """The primary keys of the records ``plan`` returns, read in ``txn`` (a writer's).
+
+    ``database`` (``store``'s) is needed when the query goes through a relationship.
+    """
+    source = Source(store, lambda: nullcontext(txn), database=database)
     return [cast(Key, decode_key(key)) for key, _record in _ordered(plan, source, max_sort_rows)]

@@ -14,6 +14,14 @@ table:
 - :func:`with_related` fills a record's selected relationships in
   (``select(name,owner{name,city})``) with *left-join* semantics: a missing
   owner gives ``None`` (an empty list for a ``many`` relationship).
+
+The cost: related records are resolved per record, after the driving index has
+fetched it. A dot-path condition never drives a query (no index holds
+``owner.name``), so ``GET /Dog/?owner.name=Ann`` alone walks every Dog (it needs
+``query.allowScans``) and reads each dog's owner: one primary-key get per key
+for ``from:``, one index lookup for ``to:``. Combine it with a condition on an
+``@indexed`` attribute of the table itself to narrow the walk. Nothing is
+cached across records: two dogs of one owner read that owner twice.
 """
 
 from __future__ import annotations
