@@ -87,7 +87,8 @@ class Response:
 class Resource:
     """The base of every endpoint. Define any of the seam methods, sync or async.
 
-    Permission hooks return True here; tables get theirs from roles.
+    Permission hooks return True here, and tables do not override them yet: the
+    security issue fills them from roles.
     """
 
     path: ClassVar[str] = ""
@@ -190,7 +191,7 @@ class Table(Resource):
         record = self._validated(data, None, partial=False)
         key = record.pop(self.definition.primary_key, None)
         if key is not None:
-            self._storable(key)
+            self._addressable(key)
         [result] = await self._write(Insert(self.definition.name, key, record), target)
         location = f"/{self.path}/{key_to_segment(result.key)}"
         return Response(201, {"Location": location, "ETag": f'"{result.version}"'}, result.record)
@@ -212,6 +213,11 @@ class Table(Resource):
         """
         if target.is_collection:
             query = self._bound(target)
+            if query.explain:
+                raise BadRequest(
+                    "explain() shows how a GET would run; a DELETE does not take it",
+                    hint=f"send GET /{self.path}/?...&explain() to see the plan first",
+                )
             if query.where is None:
                 raise BadRequest(
                     f"DELETE /{self.path}/ needs conditions to choose the records to delete",
@@ -299,6 +305,16 @@ class Table(Resource):
                 f"no {self.definition.name} record has the key {text!r}: "
                 f"its keys are {key_type} ({error})"
             ) from None
+        return self._storable(key)
+
+    def _addressable(self, key: Key) -> Key:
+        """``key`` itself, once a URL can name it: POST must not create what GET cannot reach."""
+        if isinstance(key, str) and (not key or key.endswith("/")):
+            raise BadRequest(
+                f"the {self.definition.primary_key} {key!r} cannot be a key: no URL could "
+                "name it (keys are not empty and do not end with '/'); choose another or "
+                "leave it out to generate one"
+            )
         return self._storable(key)
 
     def allowed_methods(self, target: RequestTarget) -> tuple[str, ...]:

@@ -16,6 +16,9 @@ Version: TypeAlias = int
 MATCH_ANY: Version = -1
 """An ``if_version`` precondition that any existing version satisfies (``If-Match: *``)."""
 
+MATCH_NONE: Version = -2
+"""An ``if_version`` precondition that only an absent record satisfies (``If-None-Match: *``)."""
+
 VERSION_COUNTER_BITS = 16
 """A version's low bits that count writes within one millisecond; the bits above are the time."""
 

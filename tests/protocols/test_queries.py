@@ -84,6 +84,15 @@ def test_delete_of_the_whole_collection_needs_a_condition(http: httpx.Client) ->
     assert http.get("/Dog/400").status_code == 200
 
 
+def test_delete_with_explain_is_refused_and_deletes_nothing(http: httpx.Client) -> None:
+    ids = seed(http, 450, [("a", "explain-del", 1), ("b", "explain-del", 2)])
+    response = http.delete("/Dog/?breed=explain-del&explain()")
+    assert response.status_code == 400, response.text
+    assert "explain()" in response.json()["detail"]
+    for key in ids:
+        assert http.get(f"/Dog/{key}").status_code == 200
+
+
 def test_a_query_no_index_drives_is_400_naming_the_attribute(http: httpx.Client) -> None:
     response = http.get("/Dog/?name=Rex")
     assert response.status_code == 400

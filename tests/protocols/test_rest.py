@@ -872,3 +872,39 @@ def test_concurrent_patches_of_one_record_all_land(http: httpx.Client) -> None:
     assert body["name"] == "Target"
     for n in range(20):
         assert body[f"field{n}"] == n
+
+
+def test_post_refuses_keys_no_url_can_name(http: httpx.Client) -> None:
+    for key in ("", "ends-with/"):
+        response = http.post("/Owner/", json={"id": key, "name": "x"})
+        assert response.status_code == 400, response.text
+        assert "no URL could name it" in response.json()["detail"]
+    assert http.get("/Owner/ends-with%2F").status_code == 404
+
+
+def test_generated_int_keys_stop_at_the_int_range(http: httpx.Client) -> None:
+    response = http.put("/Dog/2147483647", json={"name": "last"})
+    assert response.status_code == 204, response.text
+    response = http.post("/Dog/", json={"name": "one too many"})
+    assert response.status_code == 409, response.text
+    assert "no Int key left" in response.json()["detail"]
+    assert http.delete("/Dog/2147483647").status_code == 204
+
+
+def test_if_none_match_star_creates_only(http: httpx.Client) -> None:
+    key = new_id()
+    first = http.put(f"/Dog/{key}", json={"name": "first"}, headers={"If-None-Match": "*"})
+    assert first.status_code == 204, first.text
+    second = http.put(f"/Dog/{key}", json={"name": "second"}, headers={"If-None-Match": "*"})
+    assert second.status_code == 412, second.text
+    assert http.get(f"/Dog/{key}").json()["name"] == "first"
+
+
+def test_an_unreadable_if_match_never_matches(http: httpx.Client) -> None:
+    key = new_id()
+    assert http.put(f"/Dog/{key}", json={"name": "kept"}).status_code == 204
+    response = http.put(
+        f"/Dog/{key}", json={"name": "lost"}, headers={"If-Match": '"\u00e9"'.encode()}
+    )
+    assert response.status_code == 412, response.text
+    assert http.get(f"/Dog/{key}").json()["name"] == "kept"

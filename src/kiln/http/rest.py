@@ -24,6 +24,7 @@ from kiln.http.problems import problem_response
 from kiln.query import Query, parse_query
 from kiln.query.executor import Results
 from kiln.resource import Context, RequestTarget, Resource, Response, Table, invoke
+from kiln.types import MATCH_NONE
 
 METHOD_OF = {
     "GET": "get",
@@ -136,6 +137,14 @@ class RestHandler:
             )
         key = resource.parse_id(rest)
         if_version = if_match_version(headers.get("if-match"))
+        if if_version is None and "if-match" in headers:
+            if_version = 0  # present but unreadable (granian gives None for non-ASCII): no match
+        elif (
+            if_version is None
+            and scope.method not in READS
+            and (headers.get("if-none-match") or "").strip() == "*"
+        ):
+            if_version = MATCH_NONE  # create only
         return resource, RequestTarget(path, key, False, query, context, if_version)
 
     async def _read_body(self, scope: Any, protocol: Any) -> bytes:

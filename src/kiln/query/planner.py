@@ -312,15 +312,22 @@ def plan_query(
     filters = tuple(
         leaf for leaf in _leaves(where) if (leaf.path[0], leaf.comparator) not in driving
     )
-    order, reverse, nulls_after, scans = _ordering(query, definition, scans, full_scan)
+    order, reverse, nulls_after, scans = _ordering(
+        query, definition, scans, full_scan, limits.max_sort_rows
+    )
     return Plan(query, scans, order, reverse, nulls_after, estimated, full_scan, filters)
 
 
 def _ordering(
-    query: Query, definition: TableDef, scans: Candidate, full_scan: bool
+    query: Query, definition: TableDef, scans: Candidate, full_scan: bool, max_sort_rows: int
 ) -> tuple[Order, bool, bool, Candidate]:
-    """How the plan makes its order: (order, reverse, nulls_after, scans)."""
-    buffered: Order = "heap" if query.end is not None else "memory"
+    """How the plan makes its order: (order, reverse, nulls_after, scans).
+
+    A top-k heap holds ``limit`` rows, so it is used only for limits within
+    ``query.maxSortRows``; a larger limit takes the bounded in-memory sort.
+    """
+    small_limit = query.end is not None and query.end <= max_sort_rows
+    buffered: Order = "heap" if small_limit else "memory"
     if not query.sort:
         if not scans or all(scan.primary or scan.single_term for scan in scans):
             return ("stream" if len(scans) <= 1 else "merge"), False, False, scans

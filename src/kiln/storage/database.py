@@ -174,5 +174,10 @@ class Database:
             self.env.set_mapsize(min(current * 2, MAX_MAP_SIZE))
 
     def close(self) -> None:
-        """Close the environment; every write must have been committed before."""
-        self.env.close()
+        """Close the environment; every write must have been committed before.
+
+        Taken under the resize lock, so no read transaction of another thread is
+        open while the map goes away.
+        """
+        with self._resize_lock:
+            self.env.close()

@@ -21,7 +21,7 @@ from kiln.schema import TableDef
 from kiln.storage.audit import AuditEntry, Kind
 from kiln.storage.database import Database
 from kiln.storage.table import TableStore
-from kiln.types import MATCH_ANY, Key, Record, Version, version_millis
+from kiln.types import MATCH_ANY, MATCH_NONE, Key, Record, Version, version_millis
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +128,13 @@ def _check_version(
 ) -> None:
     if expected is None or (expected == MATCH_ANY and stored is not None):
         return
+    if expected == MATCH_NONE:
+        if stored is not None:
+            raise PreconditionFailed(
+                f"{definition.name} {key!r} exists already (If-None-Match: *); "
+                "leave the header out to replace it"
+            )
+        return
     if stored != expected:
         found = "does not exist" if stored is None else f"is at version {stored}"
         wanted = "any version" if expected == MATCH_ANY else f"version {expected}"
@@ -157,10 +164,23 @@ def _check_unique(
             )
 
 
+_LARGEST_KEY = {"Int": 2**31 - 1, "Long": 2**63 - 1}
+"""The largest generated key of each bounded integer key type."""
+
+
 def _generated_key(store: TableStore, txn: lmdb.Transaction) -> Key:
-    if store.definition.primary_key_type in ("ID", "String"):
+    definition = store.definition
+    key_type = definition.primary_key_type
+    if key_type in ("ID", "String"):
         return str(uuid.uuid4())
-    return store.next_integer_key(txn)
+    key = store.next_integer_key(txn)
+    largest = _LARGEST_KEY.get(key_type)
+    if largest is not None and key > largest:
+        raise Conflict(
+            f"{definition.name} has no {key_type} key left after {largest} to generate; "
+            "send a key of your own",
+        )
+    return key
 
 
 def apply(

@@ -72,8 +72,3 @@ def decode_record(data: bytes | memoryview) -> tuple[Version, Record]:
     """The version and the record of stored bytes."""
     version, _flags = HEADER.unpack_from(data)
     return version, _decoder.decode(memoryview(data)[HEADER.size :])
-
-
-def record_version(data: bytes | memoryview) -> Version:
-    """Only the version of stored bytes, without decoding the body."""
-    return HEADER.unpack_from(data)[0]

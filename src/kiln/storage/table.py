@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +10,7 @@ import lmdb
 from kiln.schema import TableDef
 from kiln.storage.catalog import index_store, records_store
 from kiln.storage.keys import MAX_KEY_SIZE, NUMBERS_END, NUMBERS_START, decode_key, encode_key
+from kiln.storage.ranges import index_term
 from kiln.storage.records import decode_record, encode_record
 from kiln.types import Key, Record, Version
 
@@ -25,13 +25,7 @@ def _index_terms(value: Any) -> set[bytes]:
     if value is None:
         return set()
     items = value if isinstance(value, list) else [value]
-    terms = set()
-    for item in items:
-        if isinstance(item, datetime.datetime):
-            item = item.timestamp() * 1000
-        if isinstance(item, bool | int | float | str) and item == item:  # NaN has no order
-            terms.add(encode_key(item, truncate=True))
-    return terms
+    return {term for term in map(index_term, items) if term is not None}
 
 
 class TableStore:
@@ -47,10 +41,6 @@ class TableStore:
             attribute: env.open_db(index_store(definition.table, attribute), dupsort=True)
             for attribute in definition.indexed
         }
-
-    def get_raw(self, txn: lmdb.Transaction, key: Key) -> bytes | memoryview | None:
-        """The stored bytes of the record with ``key``, or None."""
-        return txn.get(encode_key(key), db=self.primary)
 
     def get(self, txn: lmdb.Transaction, key: Key) -> tuple[Version, Record] | None:
         """The version and record with ``key``, or None."""

@@ -22,7 +22,7 @@ import lmdb
 
 from kiln.errors import KilnError
 from kiln.storage.database import Database
-from kiln.storage.operations import Write, WriteResult, apply, expand
+from kiln.storage.operations import DeleteMatching, Write, WriteResult, apply, expand
 
 log = logging.getLogger("kiln.writer")
 
@@ -170,7 +170,11 @@ class Writer:
                 with env.begin(write=True) as txn:
                     for job in group:
                         if not job.excluded:
-                            nest = nest_every_job or len(job.operations) > 1
+                            nest = (
+                                nest_every_job
+                                or len(job.operations) > 1
+                                or isinstance(job.operations[0], DeleteMatching)
+                            )
                             self._apply_job(txn, job, nest=nest)
                     txn_id = txn.id()
                 return txn_id
