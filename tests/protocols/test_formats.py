@@ -449,3 +449,17 @@ def test_an_unknown_content_type_is_415_naming_the_supported_ones(
     for media_type in (JSON_TYPE, CBOR_TYPE, MSGPACK_TYPE):
         assert media_type in body["detail"]
     assert http.get(f"/Dog/{dog_id}").status_code == 404
+
+
+def test_csv_columns_follow_select(http: httpx.Client) -> None:
+    key = 7_000_001
+    assert http.put(f"/Dog/{key}", json={"name": "Csv", "breed": "pug"}).status_code == 204
+    for query, header, row in (
+        ("select(name,breed)", ["name", "breed"], ["Csv", "pug"]),
+        ("select(name)", ["name"], ["Csv"]),
+        ("select([breed,name])", ["breed", "name"], ["pug", "Csv"]),
+    ):
+        response = http.get(f"/Dog/?id={key}&{query}", headers={"Accept": "text/csv"})
+        assert response.status_code == 200, response.text
+        lines = list(csv.reader(io.StringIO(response.text)))
+        assert lines == [header, row], (query, lines)

@@ -52,6 +52,9 @@ class Format:
     ``encode(value, columns)`` encodes a whole body; a stream is ``head(columns)``,
     then ``item(value, columns)`` for each record with ``separator`` between two,
     then ``tail``. ``decode`` reads a request body (None: the format is only sent).
+    ``broken`` is sent when a stream fails midway: bytes no reader of the format
+    accepts, so a cut-off stream never parses as a complete one (JSON and CBOR need
+    none: without their ``tail`` they are incomplete already).
     """
 
     media_type: str
@@ -63,6 +66,7 @@ class Format:
     separator: bytes = b""
     tail: bytes = b""
     tabular: bool = False
+    broken: bytes = b""
 
 
 def _constant(data: bytes) -> Callable[[Columns], bytes]:
@@ -242,6 +246,8 @@ def _csv_lines(rows: Iterable[Iterable[str]]) -> bytes:
 
 
 def _csv_row(value: Any, columns: Columns) -> list[str]:
+    if isinstance(value, list) and columns is not None and len(value) == len(columns):
+        return [_cell(item) for item in value]  # select([a,b]): one cell per selected field
     if not isinstance(value, dict):
         return [_cell(value)]
     return [_cell(value.get(column)) for column in columns or value]
@@ -297,6 +303,7 @@ MSGPACK = Format(
     _decode_msgpack,
     _constant(b""),  # a stream is the values one after the other, without an array header
     _encode_msgpack,
+    broken=b"\xc1",  # the one byte MessagePack never uses
 )
 """MessagePack (msgspec): Dates as timestamps, BigInts beyond 64 bits as extension type 1."""
 CSV = Format(
@@ -307,6 +314,7 @@ CSV = Format(
     _csv_head,
     _encode_csv_item,
     tabular=True,
+    broken=b'"kiln: the stream failed here; see the server log\r\n',  # an unclosed quote
 )
 """CSV: responses only, one row per record under a header row."""
 

@@ -20,7 +20,7 @@ from kiln.http.compression import compress, compress_stream
 from kiln.http.description import describe_table, health
 from kiln.http.formats import JSON, Columns, Format, encode_stream
 from kiln.http.negotiation import content_coding, request_format, response_format
-from kiln.http.problems import problem_response
+from kiln.http.problems import as_http_error, problem_response
 from kiln.query import Query, parse_query
 from kiln.query.executor import Results
 from kiln.resource import Context, RequestTarget, Resource, Response, Table, invoke
@@ -64,6 +64,8 @@ class RestHandler:
         started = time.perf_counter()
         try:
             status = await self.handle(scope, protocol)
+        except _StreamFailed:
+            status = 500
         except Exception as error:
             status, headers, body = problem_response(error)
             protocol.response_bytes(status, headers, body)
@@ -199,7 +201,7 @@ class RestHandler:
         """Turn a seam method's result into the response; the one place status is decided."""
         request_headers = target.context.headers
         extra = target.context.response_headers
-        columns = _columns(resource) if fmt.tabular else None
+        columns = _columns(resource, target.query) if fmt.tabular else None
         if type(result) is dict:
             etag = extra.get("ETag")
             if etag is not None:
@@ -283,8 +285,20 @@ class RestHandler:
             pieces = compress_stream(pieces, coding)
             headers += [("content-encoding", coding), ("vary", "Accept-Encoding")]
         transport = protocol.response_stream(200, headers)
-        async for chunk in pieces:
-            await transport.send_bytes(chunk)
+        try:
+            async for chunk in pieces:
+                await transport.send_bytes(chunk)
+        except Exception as error:
+            # The status is sent already: log the failure (with an error id) and make the
+            # body unreadable, so the client cannot take a cut-off stream for the whole.
+            as_http_error(error)
+            if coding is None:
+                await transport.send_bytes(fmt.broken)
+            raise _StreamFailed from error
+
+
+class _StreamFailed(Exception):
+    """A streamed response failed after its status was sent; it is logged already."""
 
 
 def _prefers_exact_count(headers: Mapping[str, str]) -> bool:
@@ -308,8 +322,13 @@ def _content_range(results: Results) -> str:
     return f"items {start}-{last - 1}/{total}"
 
 
-def _columns(resource: Resource) -> Columns:
-    """The declared attributes of a table in schema order (None for another resource)."""
+def _columns(resource: Resource, query: Query) -> Columns:
+    """CSV columns: the selected fields, else a table's declared attributes in schema order.
+
+    None for a resource that is not a table and selects nothing (its rows name their columns).
+    """
+    if query.select is not None:
+        return tuple(field.name for field in query.select.fields)
     return tuple(resource.definition.attributes) if isinstance(resource, Table) else None
 
 
