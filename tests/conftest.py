@@ -1,7 +1,7 @@
 """Fixtures that start the real kiln server on a free loopback port and talk to it over sockets.
 
 ``kiln_server`` (module-scoped) writes an app folder from the module's
-``SCHEMA`` (and optional ``CONFIG``) globals, starts ``python -m kiln run`` as a
+``SCHEMA`` (and optional ``CONFIG`` and ``RESOURCES``) globals, starts ``python -m kiln run`` as a
 subprocess and yields a :class:`KilnServer`. Tests make their own records with
 unique keys, so one server serves a whole module without order dependence.
 """
@@ -41,12 +41,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_app(directory: Path, schema: str, config: str | None = None) -> Path:
-    """Write an application folder (``schema.graphql`` and an optional ``config.yaml``)."""
+def write_app(
+    directory: Path, schema: str, config: str | None = None, resources: str | None = None
+) -> Path:
+    """Write an application folder: ``schema.graphql``, and ``config.yaml`` and
+    ``resources.py`` when given."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "schema.graphql").write_text(schema)
     if config is not None:
         (directory / "config.yaml").write_text(config)
+    if resources is not None:
+        (directory / "resources.py").write_text(resources)
     return directory
 
 
@@ -118,11 +123,13 @@ class KilnServer:
 def kiln_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KilnServer]:
-    """One server per test module, on the module's ``SCHEMA`` and ``CONFIG``."""
+    """One server per test module, on the module's ``SCHEMA``, ``CONFIG`` and ``RESOURCES``."""
     root = tmp_path_factory.mktemp("kiln")
     schema = getattr(request.module, "SCHEMA", DEFAULT_SCHEMA)
     config = getattr(request.module, "CONFIG", None)
-    server = KilnServer(write_app(root / "app", schema, config), root / "data", free_port())
+    resources = getattr(request.module, "RESOURCES", None)
+    app_dir = write_app(root / "app", schema, config, resources)
+    server = KilnServer(app_dir, root / "data", free_port())
     server.start()
     yield server
     server.stop()

@@ -226,3 +226,62 @@ def test_an_app_that_fails_to_open_brings_the_last_one_back(
             reloader.close()
 
     asyncio.run(scenario())
+
+
+GREETING = """from kiln import Resource
+
+
+class Greeting(Resource):
+    def get(self, target):
+        return {"hello": "%s"}
+"""
+
+
+def test_a_broken_resources_py_keeps_the_last_good_version(running: Dev) -> None:
+    with httpx.Client(base_url=running.url, timeout=10) as http:
+        report = running.edit("resources.py", GREETING % "one")
+        assert "serving the new version" in report, report
+        assert "new /Greeting/" in report, report
+        assert http.get("/Greeting/").json() == {"hello": "one"}
+
+        report = running.edit("resources.py", GREETING % "two" + "\nboom = 1 / 0\n")
+        assert "last good version keeps serving" in report, report
+        assert re.search(r"^error: resources\.py:8: ZeroDivisionError", report, re.M), report
+        assert http.get("/Greeting/").json() == {"hello": "one"}
+
+        report = running.edit("resources.py", GREETING.replace("target)", ")") % "three")
+        assert "last good version keeps serving" in report, report
+        assert "Greeting.get(self) does not match the seam" in report, report
+        assert http.get("/Greeting/").json() == {"hello": "one"}
+
+        report = running.edit("resources.py", GREETING % "four")
+        assert "serving the new version" in report, report
+        assert http.get("/Greeting/").json() == {"hello": "four"}
+        assert http.put("/Dog/9", json={"name": "rex"}).status_code == 204
+    assert "Traceback" not in running.output()
+
+
+def test_a_failed_open_falls_back_to_the_last_good_resources_py(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot the fallback reopens holds resources.py too."""
+    app_dir = write_app(tmp_path / "app", DOG, resources=GREETING % "good")
+    reported: list[KilnError] = []
+
+    async def scenario() -> None:
+        app = load_app(app_dir, load_config(app_dir, env={}))
+        reloader = dev.Reloader(app, {}, reported.append)
+        try:
+            (app_dir / "resources.py").write_text(GREETING.replace("Greeting", "Hello") % "new")
+
+            def refuse(directory: Path, config: object) -> object:
+                monkeypatch.undo()
+                raise SchemaError("the stored data cannot take this change", file="schema.graphql")
+
+            monkeypatch.setattr(dev, "load_app", refuse)
+            await reloader.reload(["resources.py"])
+            assert list(reloader.app.routes) == ["Dog", "Greeting"]
+        finally:
+            reloader.close()
+
+    asyncio.run(scenario())

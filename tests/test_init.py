@@ -44,7 +44,7 @@ def test_init_writes_the_three_files_and_says_how_to_run(tmp_path: Path) -> None
     resources = (app / "resources.py").read_text()
     assert "class DogProfile(tables.Dog)" in resources
     assert "(Resource):" in resources
-    assert "coming version" in resources
+    assert "kiln imports this file at start-up" in resources
     compile(resources, "resources.py", "exec")  # a valid module as written
     config = load_config(app, env={})  # every setting is commented out, so all are defaults
     assert all(config.source(setting.key) == "default" for setting in SETTINGS)

@@ -1,4 +1,4 @@
-"""Load an application folder: schema + config → storage, writers and routes."""
+"""Load an application folder: schema + config + resources.py → storage, writers and routes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from pathlib import Path
 
 from kiln.config import Config
 from kiln.evolution import ProgressDisplay, evolve
+from kiln.loader import load_resources
+from kiln.namespace import fill
 from kiln.query.planner import Limits
 from kiln.resource import Resource, table_class
+from kiln.scaffold import RESOURCES_FILE
 from kiln.schema import Schema, load_schema
 from kiln.storage.clock import HybridClock
 from kiln.storage.database import Database
@@ -42,6 +45,10 @@ class App:
 def load_app(directory: Path, config: Config, *, progress: Progress | None = None) -> App:
     """Parse the schema, open and evolve its databases, start their writers, build routes.
 
+    The table classes, bound to their storage, fill :data:`kiln.tables`; then
+    ``resources.py``, when there is one, is imported and its resource classes
+    join the schema's exported tables as routes (:func:`kiln.loader.load_resources`).
+
     Evolution (:func:`kiln.evolution.evolve`) runs before any writer starts: new
     indexes are built, removed ones dropped, and a database folder no schema table
     uses any more is opened only to mark (and report) its tables removed.
@@ -55,6 +62,8 @@ def load_app(directory: Path, config: Config, *, progress: Progress | None = Non
     Raises:
         SchemaError: ``schema.graphql`` is missing or wrong, or a table's primary key
             differs from the one its records are stored by; nothing has been written.
+        ResourceError: ``resources.py`` failed to import or has a wrong class; the
+            databases are closed again.
     """
     schema = load_schema(directory / "schema.graphql")
     clock = HybridClock()
@@ -73,12 +82,38 @@ def load_app(directory: Path, config: Config, *, progress: Progress | None = Non
     for name, database in databases.items():
         writers[name] = Writer(database)
         writers[name].start()
+    app = App(directory, config, schema, databases, writers, {})
+    try:
+        app.routes = _routes(directory, schema, config, databases, writers)
+    except BaseException:
+        app.close()
+        raise
+    return app
+
+
+def _routes(
+    directory: Path,
+    schema: Schema,
+    config: Config,
+    databases: dict[str, Database],
+    writers: dict[str, Writer],
+) -> dict[str, Resource]:
+    """Fill ``kiln.tables``, then route the exported tables and the classes of resources.py."""
+    limits = Limits(config.query.allow_scans, config.query.max_sort_rows)
+    classes = {
+        name: table_class(table, schema, databases[table.database], writers[table.database], limits)
+        for name, table in schema.tables.items()
+    }
+    fill(classes)
     routes: dict[str, Resource] = {}
     for table in schema.exported():
-        limits = Limits(config.query.allow_scans, config.query.max_sort_rows)
-        cls = table_class(table, schema, databases[table.database], writers[table.database], limits)
+        cls = classes[table.name]
         routes[cls.path] = cls()
-    return App(directory, config, schema, databases, writers, routes)
+    resources = directory / RESOURCES_FILE
+    if resources.is_file():
+        taken = {route: type(resource).__name__ for route, resource in routes.items()}
+        routes.update(load_resources(resources, taken))
+    return routes
 
 
 def _open(name: str, schema: Schema, config: Config, clock: HybridClock) -> Database:

@@ -4,8 +4,10 @@
 that passes each request to the current :class:`~kiln.http.rest.RestHandler`.
 A :class:`Reloader` watches the three application files; on a change it checks
 the new version first (``config.yaml`` with :func:`~kiln.serve.read_config`,
-``schema.graphql`` with :func:`~kiln.schema.load_schema`) and keeps the running
-version when either has a mistake. A good version is swapped in on the same
+``schema.graphql`` with :func:`~kiln.schema.load_schema`, ``resources.py`` by
+importing it against the new schema's tables with
+:func:`~kiln.loader.check_resources`) and keeps the running version when any
+has a mistake. A good version is swapped in on the same
 data folder: new requests are held, those in flight finish, the old app commits
 its pending writes and closes, :func:`~kiln.app.load_app` opens the new one and
 the held requests are answered by it.
@@ -28,7 +30,8 @@ from watchfiles import Change, awatch
 from kiln.app import App, load_app
 from kiln.errors import KilnError
 from kiln.http.rest import RestHandler
-from kiln.scaffold import APP_FILES, SCHEMA_FILE
+from kiln.loader import check_resources
+from kiln.scaffold import APP_FILES, RESOURCES_FILE, SCHEMA_FILE
 from kiln.schema import load_schema
 from kiln.serve import http_server, read_config
 
@@ -103,7 +106,7 @@ class Reloader:
         self.handler = SwappableHandler(RestHandler(app))
         self._address = (app.config.http.host, app.config.http.port)
         self._last_good = Path(tempfile.mkdtemp(prefix="kiln-dev-"))
-        shutil.copy2(self.directory / SCHEMA_FILE, self._last_good / SCHEMA_FILE)
+        self._snapshot()
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Reload on every settled change to the application's files, until ``stop`` is set."""
@@ -125,7 +128,9 @@ class Reloader:
         directory = self.directory
         try:
             config = read_config(directory, self.overrides)
-            load_schema(directory / SCHEMA_FILE)
+            schema = load_schema(directory / SCHEMA_FILE)
+            if (directory / RESOURCES_FILE).is_file():
+                check_resources(directory / RESOURCES_FILE, schema)
         except KilnError as error:
             _say(f"reload: {what}; it has a mistake, so the last good version keeps serving")
             self.report(error)
@@ -145,7 +150,7 @@ class Reloader:
                 self.app = await asyncio.to_thread(load_app, self._last_good, self.app.config)
                 self.handler.handler = RestHandler(self.app)
                 return
-            shutil.copy2(directory / SCHEMA_FILE, self._last_good / SCHEMA_FILE)
+            self._snapshot()
             self.handler.handler = RestHandler(self.app)
         logging.getLogger().setLevel(config.logging.level.upper())
         elapsed = (time.perf_counter() - started) * 1000
@@ -160,6 +165,15 @@ class Reloader:
                 f"but a running server cannot move; restart kiln dev to listen there "
                 f"(still at http://{host}:{port}/)"
             )
+
+    def _snapshot(self) -> None:
+        """Copy the schema and resources.py that are serving, to fall back on."""
+        shutil.copy2(self.directory / SCHEMA_FILE, self._last_good / SCHEMA_FILE)
+        resources = self.directory / RESOURCES_FILE
+        if resources.is_file():
+            shutil.copy2(resources, self._last_good / RESOURCES_FILE)
+        else:
+            (self._last_good / RESOURCES_FILE).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Commit every pending write and close the running version."""

@@ -2,9 +2,10 @@
 
 Every error kiln raises on purpose is a :class:`KilnError`. Errors a client
 caused are :class:`HTTPError` subclasses, one per status kiln answers; errors in
-an application's files are :class:`SchemaError` or :class:`ConfigError`, which
-carry the file, line and column. Turning an error into a response happens in
-one place per protocol (``kiln.http.problems`` for HTTP).
+an application's files are :class:`SchemaError`, :class:`ConfigError` or
+:class:`ResourceError`, which carry the file, line and column. Turning an error
+into a response happens in one place per protocol (``kiln.http.problems`` for
+HTTP).
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PreconditionFailed",
+    "ResourceError",
     "SchemaError",
     "TooManyRequests",
     "Unauthorized",
+    "UnknownTable",
     "UnsupportedMediaType",
     "ValidationError",
 ]
@@ -236,3 +239,20 @@ class SchemaError(_FileError):
 
 class ConfigError(_FileError):
     """A mistake in ``config.yaml``, an environment override or a command-line option."""
+
+
+class ResourceError(_FileError):
+    """A mistake in ``resources.py``; ``str()`` reads ``resources.py:LINE: message``."""
+
+
+class UnknownTable(KilnError, AttributeError):
+    """``kiln.tables`` has no table of that name; an AttributeError, as a missing attribute is.
+
+    Args:
+        message: which name was asked for and which tables there are.
+        name: the name asked for.
+    """
+
+    def __init__(self, message: str, *, name: str, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.name = name

@@ -43,6 +43,23 @@ PERMISSION_OF = {
 }
 """Which permission hook guards each seam method."""
 
+SIGNATURES = {
+    "get": ("self", "target"),
+    "put": ("self", "target", "data"),
+    "post": ("self", "target", "data"),
+    "patch": ("self", "target", "data"),
+    "delete": ("self", "target"),
+    "publish": ("self", "target", "message"),
+    "subscribe": ("self", "target"),
+    "connect": ("self", "target", "incoming"),
+    "allow_read": ("self", "target"),
+    "allow_insert": ("self", "target"),
+    "allow_update": ("self", "target"),
+    "allow_delete": ("self", "target"),
+}
+"""The one parameter list of each seam method and permission hook (``publish``,
+``subscribe`` and ``connect`` are reserved for the real-time protocols)."""
+
 _TARGET_ONLY = frozenset({"get", "delete"})
 _ALWAYS_STORABLE_LENGTH = 127
 """A string key this much shorter never exceeds LMDB's 511-byte key limit (4 bytes a char)."""
@@ -87,11 +104,17 @@ class Response:
 class Resource:
     """The base of every endpoint. Define any of the seam methods, sync or async.
 
+    A sync method runs on the event loop's thread, so it must be quick (no
+    blocking I/O); an async one is awaited. ``path`` names the route (the
+    class name by default) and ``exported = False`` keeps a class off the
+    routes; both apply to the class that sets them, not to its subclasses.
+
     Permission hooks return True here, and tables do not override them yet: the
     security issue fills them from roles.
     """
 
     path: ClassVar[str] = ""
+    exported: ClassVar[bool] = True
 
     def allow_read(self, target: RequestTarget) -> bool:
         """May ``target.context.user`` read this?"""

@@ -24,6 +24,7 @@ from granian.server.embed import Server
 from kiln.app import App, load_app
 from kiln.config import Config, HttpConfig, load_config
 from kiln.http.rest import RestHandler
+from kiln.resource import Resource, Table
 
 log = logging.getLogger("kiln")
 
@@ -41,12 +42,22 @@ def banner(app: App) -> str:
     http = app.config.http
     lines = [f"kiln serving {app.directory} at http://{http.host}:{http.port}/"]
     for route, resource in app.routes.items():
-        lines.append(f"  /{route}/  {type(resource).__name__} records")
+        lines.append(f"  /{route}/  {_served(resource)}")
     if not app.routes:
-        lines.append("  (no table has @export, so no route serves records)")
+        lines.append("  (no table has @export and resources.py defines no resource)")
     lines.append(f"  data in {app.config.storage.path}")
     lines.extend(f"  warning: {warning}" for warning in app.config.warnings)
     return "\n".join(lines)
+
+
+def _served(resource: Resource) -> str:
+    """What a route serves: a table's records, or a class of resources.py."""
+    cls = type(resource)
+    if not isinstance(resource, Table):
+        return f"{cls.__name__} (resources.py)"
+    if cls.__name__ == resource.definition.name:
+        return f"{cls.__name__} records"
+    return f"{cls.__name__} (resources.py) over {resource.definition.name} records"
 
 
 def read_config(app_dir: Path, overrides: Mapping[str, object]) -> Config:

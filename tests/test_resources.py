@@ -1,0 +1,460 @@
+"""resources.py (:mod:`kiln.loader`, :mod:`kiln.namespace`): classes served as routes by a real
+``kiln run`` server, every method and result kind, errors, permissions, and loading mistakes.
+
+One server serves the module's ``RESOURCES``; tests use their own keys. The loading mistakes
+each start ``python -m kiln run`` on a broken app and read its exit code and output.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import KilnServer, free_port, write_app
+from kiln import Table, tables
+from kiln.errors import KilnError, UnknownTable
+from kiln.namespace import filled
+
+SCHEMA = """
+type Dog @table @export {
+  id: Int @primaryKey
+  name: String!
+  breed: String @indexed
+  age: Int
+}
+"""
+
+RESOURCES = """
+import asyncio
+
+from kiln import Resource, Response, tables
+from kiln.errors import Conflict, HTTPError, NotFound
+
+
+class DogProfile(tables.Dog):
+    def get(self, target):
+        dog = super().get(target)
+        if target.is_collection:
+            return dog
+        return {**dog, "humanAge": dog["age"] * 7} if dog else None
+
+
+class SyncEcho(Resource):
+    def get(self, target):
+        target.context.response_headers["X-Echo"] = "sync"
+        return {
+            "id": target.id,
+            "collection": target.is_collection,
+            "path": target.path,
+            "limit": target.query.end,
+            "header": target.context.headers.get("x-test"),
+        }
+
+    def put(self, target, data):
+        return {"put": data, "id": target.id}
+
+    def post(self, target, data):
+        return {"post": data}
+
+    def patch(self, target, data):
+        return {"patch": data}
+
+    def delete(self, target):
+        return {"deleted": target.id}
+
+
+class AsyncEcho(Resource):
+    async def get(self, target):
+        await asyncio.sleep(0)
+        return {"id": target.id, "async": True}
+
+    async def put(self, target, data):
+        await asyncio.sleep(0)
+        return {"put": data}
+
+    async def post(self, target, data):
+        await asyncio.sleep(0)
+        return {"post": data}
+
+    async def patch(self, target, data):
+        await asyncio.sleep(0)
+        return {"patch": data}
+
+    async def delete(self, target):
+        await asyncio.sleep(0)
+        return {"deleted": target.id}
+
+
+class Kinds(Resource):
+    def get(self, target):
+        kind = target.id
+        if kind == "value":
+            return {"kind": "value"}
+        if kind == "list":
+            return [1, 2, 3]
+        if kind == "iterator":
+            return iter([{"n": 1}, {"n": 2}])
+        if kind == "generator":
+            return ({"n": n} for n in range(3))
+        if kind == "response":
+            return Response(202, {"X-Kind": "response"}, {"ok": True})
+        if kind == "empty":
+            return Response(201, {"Location": "/Kinds/made"})
+        if kind == "notfound":
+            raise NotFound("no kind called notfound")
+        if kind == "conflict":
+            raise Conflict("that kind is taken")
+        if kind == "teapot":
+            raise HTTPError(418, "short and stout")
+        if kind == "crash":
+            raise RuntimeError("boom-do-not-leak")
+        return None
+
+    def put(self, target, data):
+        return None
+
+    async def delete(self, target):
+        return None
+
+
+class AsyncStream(Resource):
+    async def get(self, target):
+        for n in range(3):
+            await asyncio.sleep(0)
+            yield {"n": n}
+
+
+class Renamed(Resource):
+    path = "renamed"
+
+    def get(self, target):
+        return {"at": "renamed"}
+
+
+class Hidden(Resource):
+    exported = False
+
+    def get(self, target):
+        return {"class": type(self).__name__}
+
+
+class Child(Hidden):
+    pass
+
+
+class Locked(Resource):
+    def get(self, target):
+        return {"secret": True}
+
+    def post(self, target, data):
+        return {"posted": True}
+
+    def allow_read(self, target):
+        return False
+
+
+class ReadOnlyDog(tables.Dog):
+    def allow_update(self, target):
+        return False
+
+    def allow_delete(self, target):
+        return False
+
+
+class _Private(Resource):
+    def get(self, target):
+        return {}
+"""
+
+_ids = itertools.count(500)
+
+
+def new_id() -> int:
+    return next(_ids)
+
+
+def error_id(body: dict[str, object]) -> str:
+    found = re.search(r"error id ([0-9a-f]+)", str(body["detail"]))
+    assert found, body
+    return found.group(1)
+
+
+# --------------------------------------------------------------------------- methods and results
+
+
+@pytest.mark.parametrize("resource", ["SyncEcho", "AsyncEcho"])
+def test_each_method_sync_and_async(http: httpx.Client, resource: str) -> None:
+    get = http.get(f"/{resource}/7")
+    assert get.status_code == 200
+    assert get.json()["id"] == "7"
+    assert http.put(f"/{resource}/7", json={"a": 1}).json()["put"] == {"a": 1}
+    assert http.post(f"/{resource}/", json={"b": 2}).json() == {"post": {"b": 2}}
+    assert http.patch(f"/{resource}/7", json={"c": 3}).json() == {"patch": {"c": 3}}
+    assert http.delete(f"/{resource}/7").json() == {"deleted": "7"}
+
+
+def test_the_target_carries_id_collection_query_path_and_context(http: httpx.Client) -> None:
+    one = http.get("/SyncEcho/abc?limit(5)", headers={"X-Test": "hello"})
+    assert one.json() == {
+        "id": "abc",
+        "collection": False,
+        "path": "/SyncEcho/abc",
+        "limit": 5,
+        "header": "hello",
+    }
+    assert one.headers["x-echo"] == "sync"
+    collection = http.get("/SyncEcho/").json()
+    assert collection["id"] is None
+    assert collection["collection"] is True
+    itself = http.get("/SyncEcho").json()
+    assert (itself["id"], itself["collection"]) == (None, False)
+
+
+def test_a_value_is_200_in_the_negotiated_format(http: httpx.Client) -> None:
+    assert http.get("/Kinds/value").json() == {"kind": "value"}
+    assert http.get("/Kinds/list").json() == [1, 2, 3]
+    cbor = http.get("/Kinds/value", headers={"Accept": "application/cbor"})
+    assert cbor.status_code == 200
+    assert cbor.headers["content-type"] == "application/cbor"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/Kinds/iterator", [{"n": 1}, {"n": 2}]),
+        ("/Kinds/generator", [{"n": 0}, {"n": 1}, {"n": 2}]),
+        ("/AsyncStream/", [{"n": 0}, {"n": 1}, {"n": 2}]),
+    ],
+)
+def test_iterators_are_streamed(http: httpx.Client, path: str, expected: list[object]) -> None:
+    response = http.get(path)
+    assert response.status_code == 200
+    assert response.json() == expected
+    assert "content-length" not in response.headers  # sent as a stream
+
+
+def test_none_is_404_for_a_read_and_204_for_a_write(http: httpx.Client) -> None:
+    assert http.get("/Kinds/nothing").status_code == 404
+    put = http.put("/Kinds/nothing", json={})
+    assert (put.status_code, put.content) == (204, b"")
+    assert http.delete("/Kinds/nothing").status_code == 204
+
+
+def test_a_response_sets_status_headers_and_body(http: httpx.Client) -> None:
+    response = http.get("/Kinds/response")
+    assert response.status_code == 202
+    assert response.headers["x-kind"] == "response"
+    assert response.json() == {"ok": True}
+    empty = http.get("/Kinds/empty")
+    assert (empty.status_code, empty.headers["location"], empty.content) == (
+        201,
+        "/Kinds/made",
+        b"",
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "detail"),
+    [
+        ("notfound", 404, "no kind called notfound"),
+        ("conflict", 409, "that kind is taken"),
+        ("teapot", 418, "short and stout"),
+    ],
+)
+def test_raised_http_errors_become_problems(
+    http: httpx.Client, kind: str, status: int, detail: str
+) -> None:
+    response = http.get(f"/Kinds/{kind}")
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == detail
+
+
+def test_any_other_exception_is_a_500_with_an_id_in_the_log(
+    http: httpx.Client, kiln_server: KilnServer
+) -> None:
+    response = http.get("/Kinds/crash")
+    assert response.status_code == 500
+    assert "boom-do-not-leak" not in response.text
+    logged = error_id(response.json())
+    assert http.get("/Kinds/value").status_code == 200  # the process is unharmed
+    log = kiln_server.log()
+    assert f"error {logged}: unhandled RuntimeError" in log
+    assert "boom-do-not-leak" in log.split(f"error {logged}", 1)[1]
+
+
+def test_a_method_the_class_does_not_define_is_405_with_allow(http: httpx.Client) -> None:
+    response = http.patch("/Kinds/x", json={})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD, PUT, DELETE, OPTIONS"
+    assert http.post("/AsyncStream/", json={}).headers["allow"] == "GET, HEAD, OPTIONS"
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def test_path_renames_the_route(http: httpx.Client) -> None:
+    assert http.get("/renamed/").json() == {"at": "renamed"}
+    assert http.get("/Renamed/").status_code == 404
+
+
+def test_exported_false_hides_the_class_but_not_its_subclasses(http: httpx.Client) -> None:
+    assert http.get("/Hidden/").status_code == 404
+    assert http.get("/Child/").json() == {"class": "Child"}
+    assert http.get("/_Private/").status_code == 404
+
+
+def test_a_table_subclass_serves_the_same_rows_on_its_own_route(http: httpx.Client) -> None:
+    key = new_id()
+    assert http.put(f"/Dog/{key}", json={"name": "rex", "age": 3}).status_code == 204
+    assert http.get(f"/DogProfile/{key}").json() == {
+        "id": key,
+        "name": "rex",
+        "age": 3,
+        "humanAge": 21,
+    }
+    created = http.post("/DogProfile/", json={"id": new_id(), "name": "fido", "age": 1})
+    assert created.status_code == 201
+    location = created.headers["location"]
+    assert location.startswith("/DogProfile/")
+    other = location.rsplit("/", 1)[1]
+    assert http.get(f"/Dog/{other}").json()["name"] == "fido"
+    assert http.get(f"/DogProfile/{new_id()}").status_code == 404
+    every = http.get("/Dog/").json()
+    assert {"rex", "fido"} <= {dog["name"] for dog in every}
+    assert http.get("/DogProfile/").json() == every
+    assert http.get("/DogProfile").json()["path"] == "/DogProfile/"
+    assert http.get("/Dog").json()["path"] == "/Dog/"
+
+
+def test_a_permission_hook_saying_no_is_403(http: httpx.Client) -> None:
+    assert http.get("/Locked/").status_code == 403
+    assert http.post("/Locked/", json={}).json() == {"posted": True}
+    key = new_id()
+    assert http.put(f"/Dog/{key}", json={"name": "kept"}).status_code == 204
+    assert http.put(f"/ReadOnlyDog/{key}", json={"name": "changed"}).status_code == 403
+    assert http.delete(f"/ReadOnlyDog/{key}").status_code == 403
+    assert http.get(f"/ReadOnlyDog/{key}").json()["name"] == "kept"
+
+
+# --------------------------------------------------------------------------- kiln.tables
+
+
+def test_an_unknown_table_is_an_attribute_error_listing_the_tables() -> None:
+    with filled({}):
+        assert not hasattr(tables, "Dog")
+        with pytest.raises(UnknownTable, match="no app is loaded") as raised:
+            _ = tables.Dog
+    assert isinstance(raised.value, AttributeError)
+    assert isinstance(raised.value, KilnError)
+    dog = type("Dog", (Table,), {})
+    with filled({"Dog": dog}):
+        assert tables.Dog is dog
+        assert "Dog" in tables
+        with pytest.raises(AttributeError, match="its tables are Dog") as raised:
+            _ = tables.dog
+        assert "did you mean tables.Dog?" in str(raised.value)
+
+
+# --------------------------------------------------------------------------- loading mistakes
+
+DOG = "type Dog @table @export {\n  id: Int @primaryKey\n  name: String\n}\n"
+
+
+def run_broken(tmp_path: Path, resources: str, schema: str = DOG) -> str:
+    """Start ``kiln run`` on an app with ``resources``; it must exit 2 at once. Its output."""
+    app = write_app(tmp_path / "app", schema, resources=resources)
+    port = str(free_port())
+    done = subprocess.run(  # a relative APP_DIR, as people type it
+        [sys.executable, "-m", "kiln", "run", app.name, "--port", port, "--data", "data"],
+        cwd=app.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "Traceback" not in output
+    return output
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        ("import os\n\nimport no_such_module_here\n", r"resources\.py:3: ModuleNotFoundError"),
+        ("from kiln import Resource\n\nratio = 1 / 0\n", r"resources\.py:3: ZeroDivisionError"),
+        ("def broken(:\n    pass\n", r"resources\.py:1:\d+: syntax error"),
+        (
+            "from kiln import Resource\n\n\nclass Thing(Resource):\n"
+            "    def get(self, target):\n        return {}\n\n    size = len(undefined)\n",
+            r"resources\.py:8: class Thing: NameError: name 'undefined' is not defined",
+        ),
+    ],
+)
+def test_an_exception_while_importing_stops_start_up(
+    tmp_path: Path, resources: str, expected: str
+) -> None:
+    assert re.search(expected, run_broken(tmp_path, resources))
+
+
+def test_a_class_extending_an_unknown_table(tmp_path: Path) -> None:
+    cat = "from kiln import tables\n\n\nclass CatProfile(tables.Cat):\n    pass\n"
+    output = run_broken(tmp_path, cat)
+    assert re.search(
+        r"resources\.py:4: class CatProfile extends tables\.Cat, but the schema has no table "
+        r"Cat; its tables are Dog",
+        output,
+    ), output
+    output = run_broken(tmp_path, "from kiln import tables\n\nclass Profile(tables.Dogs):\n  x=1\n")
+    assert "resources.py:3:" in output
+    assert "did you mean tables.Dog?" in output
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        (
+            "from kiln import Resource\n\n\nclass A(Resource):\n    path = 'same'\n\n\n"
+            "class B(Resource):\n    path = 'same'\n",
+            r"resources\.py:8: class B claims the route /same/, which class A \(line 4\)",
+        ),
+        (
+            "from kiln import tables\n\n\nclass Dog(tables.Dog):\n    pass\n",
+            r"resources\.py:4: class Dog claims the route /Dog/, which the schema's exported "
+            r"table Dog serves",
+        ),
+        (
+            "from kiln import Resource\n\n\nclass Deep(Resource):\n    path = 'a/b'\n",
+            r"resources\.py:4: class Deep has path = 'a/b', which cannot name a route",
+        ),
+    ],
+)
+def test_two_classes_claiming_one_route(tmp_path: Path, resources: str, expected: str) -> None:
+    output = run_broken(tmp_path, resources)
+    assert re.search(expected, output), output
+    assert "hint:" in output
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("def get(self):", r"resources\.py:5: Thing\.get\(self\) does not match the seam"),
+        ("def put(self, target):", r"Thing\.put\(self, target\) does not match the seam"),
+        ("async def post(self, target, body):", r"kiln calls post\(target, data\)"),
+        ("def delete(self, target, *args):", r"Thing\.delete\(self, target, \*args\)"),
+        ("def allow_read(self):", r"Thing\.allow_read\(self\)"),
+        ("def publish(self, target):", r"kiln calls publish\(target, message\)"),
+    ],
+)
+def test_a_seam_method_with_the_wrong_signature(tmp_path: Path, method: str, expected: str) -> None:
+    header = "from kiln import Resource\n\n\nclass Thing(Resource):\n"
+    resources = f"{header}    {method}\n        pass\n"
+    output = run_broken(tmp_path, resources)
+    assert re.search(expected, output), output
+    assert "hint: define it as `def" in output
