@@ -88,7 +88,7 @@ class RestHandler:
             allow = ", ".join(resource.allowed_methods(target))
             protocol.response_empty(204, [("allow", allow)])
             return 204
-        if target.id is None and not target.is_collection:
+        if target.id is None and not target.is_collection and isinstance(resource, Table):
             return self._describe(protocol, method, resource, target)
         seam_method = METHOD_OF.get(method)
         if seam_method is None:
@@ -280,21 +280,35 @@ class RestHandler:
         coding = None
         if second is not None or len(first) > self.compression_threshold:
             coding = content_coding(request_headers.get("accept-encoding"))
-        pieces = _chained([first] if second is None else [first, second], chunks)
+        failures: list[BaseException] = []
+        rest = _guarded(chunks, fmt.broken, failures)
+        pieces = _chained([first] if second is None else [first, second], rest)
         if coding is not None:
             pieces = compress_stream(pieces, coding)
             headers += [("content-encoding", coding), ("vary", "Accept-Encoding")]
         transport = protocol.response_stream(200, headers)
-        try:
-            async for chunk in pieces:
-                await transport.send_bytes(chunk)
-        except Exception as error:
-            # The status is sent already: log the failure (with an error id) and make the
-            # body unreadable, so the client cannot take a cut-off stream for the whole.
-            as_http_error(error)
-            if coding is None:
-                await transport.send_bytes(fmt.broken)
-            raise _StreamFailed from error
+        async for chunk in pieces:
+            await transport.send_bytes(chunk)
+        if failures:
+            raise _StreamFailed from failures[0]
+
+
+async def _guarded(
+    chunks: AsyncIterator[bytes], broken: bytes, failures: list[BaseException]
+) -> AsyncIterator[bytes]:
+    """``chunks``, ending with ``broken`` instead of an exception if the source fails.
+
+    The status is sent by then, so the failure is logged (with an error id) and the
+    body is made unreadable in its own format, still through the compressor, so the
+    client cannot take a cut-off stream for the whole one.
+    """
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except Exception as error:
+        as_http_error(error)
+        failures.append(error)
+        yield broken
 
 
 class _StreamFailed(Exception):
