@@ -10,6 +10,7 @@ schema's table classes, just before it imports the app's ``resources.py``.
 from kiln import errors
 from kiln.namespace import tables
 from kiln.resource import Context, RequestTarget, Resource, Response, Table
+from kiln.transaction import transaction
 
 __version__ = "0.1.0"
 
@@ -22,4 +23,5 @@ __all__ = [
     "__version__",
     "errors",
     "tables",
+    "transaction",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "ResourceError",
     "SchemaError",
     "TooManyRequests",
+    "TransactionError",
     "Unauthorized",
     "UnknownTable",
     "UnsupportedMediaType",
@@ -256,3 +257,8 @@ class UnknownTable(KilnError, AttributeError):
     def __init__(self, message: str, *, name: str, hint: str | None = None):
         super().__init__(message, hint=hint)
         self.name = name
+
+
+class TransactionError(KilnError):
+    """A transaction was misused: a second database in one, a sync one on the event loop, or
+    a write after it ended."""

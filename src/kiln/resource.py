@@ -19,17 +19,18 @@ from kiln.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from kiln.keypath import key_to_segment, parse_key
 from kiln.query import Query
 from kiln.query.binder import bind
-from kiln.query.executor import CHUNK, Results, Source, matching_keys
+from kiln.query.executor import Results, matching_keys
 from kiln.query.planner import Limits, plan_query
 from kiln.query.relationships import related_tables
+from kiln.records import RecordsAttribute, search, validated
 from kiln.schema import Schema, TableDef
 from kiln.storage.database import Database
 from kiln.storage.keys import encode_key
 from kiln.storage.operations import Delete, DeleteMatching, Insert, Patch, Put, Write
 from kiln.storage.table import TableStore
 from kiln.storage.writer import Writer
+from kiln.transaction import transaction
 from kiln.types import Key, Record, Version
-from kiln.validation import validate_record
 
 SEAM_METHODS = ("get", "put", "post", "patch", "delete")
 """The methods of the seam that HTTP reaches, in the order ``Allow`` lists them."""
@@ -61,6 +62,7 @@ SIGNATURES = {
 ``subscribe`` and ``connect`` are reserved for the real-time protocols)."""
 
 _TARGET_ONLY = frozenset({"get", "delete"})
+_WRITES = frozenset({"put", "post", "patch", "delete"})
 _ALWAYS_STORABLE_LENGTH = 127
 """A string key this much shorter never exceeds LMDB's 511-byte key limit (4 bytes a char)."""
 
@@ -150,6 +152,9 @@ async def invoke(resource: Resource, method: str, target: RequestTarget, data: A
     Raises:
         MethodNotAllowed: the resource does not define ``method``.
         Forbidden: the permission hook said no.
+
+    A write method runs inside a transaction: the ``records`` writes it makes commit
+    together after it returns, or not at all if it raises.
     """
     handler = getattr(resource, method, None)
     if handler is None or method not in SEAM_METHODS:
@@ -160,6 +165,13 @@ async def invoke(resource: Resource, method: str, target: RequestTarget, data: A
     hook = PERMISSION_OF[method]
     if not getattr(resource, hook)(target):
         raise Forbidden(f"{hook.removeprefix('allow_')} is not allowed on {target.path}")
+    if method not in _WRITES:
+        return await _call(handler, method, target, data)
+    async with transaction(target.context.user):
+        return await _call(handler, method, target, data)
+
+
+async def _call(handler: Any, method: str, target: RequestTarget, data: Any) -> Any:
     result = handler(target) if method in _TARGET_ONLY else handler(target, data)
     if inspect.iscoroutine(result) or isinstance(result, asyncio.Future):
         result = await result
@@ -178,6 +190,9 @@ class Table(Resource):
     store: ClassVar[TableStore]
     writer: ClassVar[Writer]
     limits: ClassVar[Limits] = Limits()
+    records: ClassVar[RecordsAttribute] = RecordsAttribute()
+    """``Dog.records``: get, put, create, patch, delete and search from code
+    (:mod:`kiln.records`)."""
 
     def get(self, target: RequestTarget) -> Record | Iterator[Record] | None:
         """The record at ``target.id``; for the collection, the query's results as a stream.
@@ -277,13 +292,7 @@ class Table(Resource):
         Raises:
             BadRequest: no index can drive the query (and ``query.allowScans`` is off).
         """
-        read = self.database.read
-        plan = plan_query(
-            query, self.definition, self.store, read, self.limits, estimate_all=estimate
-        )
-        wanted = query.end if query.end is not None else CHUNK
-        source = Source(self.store, read, first_chunk=max(1, wanted), database=self.database)
-        return Results(plan, source, self.limits.max_sort_rows)
+        return search(type(self), query, estimate=estimate)
 
     def _bound(self, target: RequestTarget) -> Query:
         """The collection query of ``target`` bound to this table, dot paths through its
@@ -300,14 +309,7 @@ class Table(Resource):
         return target.id
 
     def _validated(self, data: Any, key: Key | None, *, partial: bool) -> Record:
-        record = validate_record(self.definition, self.schema, data, partial=partial)
-        primary_key = self.definition.primary_key
-        if key is not None and primary_key in record and record[primary_key] != key:
-            raise BadRequest(
-                f"the body's {primary_key} ({record[primary_key]!r}) differs from the URL's "
-                f"({key!r}); leave it out or make them match"
-            )
-        return record
+        return validated(self.definition, self.schema, data, key, partial=partial)
 
     async def _write(self, operation: Write, target: RequestTarget) -> list[Any]:
         receipt = await self.writer.execute([operation], target.context.user)

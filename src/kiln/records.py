@@ -1,0 +1,210 @@
+"""``Table.records``: programmatic access to a table's records from anywhere in the app.
+
+``tables.Dog.records.get(1)``, ``.put(1, {...})``, ``.create({...})``, ``.patch(1, {...})``,
+``.delete(1)`` and ``.search("breed=lab")``. The name is its own so it never collides
+with the Resource seam (``get(self, target)`` and friends). Writes are validated as
+REST writes are. Inside a transaction (a request's write method, or
+``with kiln.transaction():``) writes join it and commit at its end; outside one,
+each write is its own transaction, durable when the call returns (which blocks the
+calling thread, so outside a transaction it is refused on the event loop's thread).
+See :mod:`kiln.transaction` for what reads see and for ``if_version``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from kiln.errors import BadRequest
+from kiln.query import Query, parse_query
+from kiln.query.binder import bind
+from kiln.query.executor import CHUNK, Results, Source
+from kiln.query.planner import plan_query
+from kiln.query.relationships import related_tables
+from kiln.schema import Schema, TableDef
+from kiln.storage.operations import Delete, Insert, Patch, Put
+from kiln.transaction import current, run_alone
+from kiln.types import Key, Record, Version
+from kiln.validation import validate_record
+
+if TYPE_CHECKING:
+    from kiln.resource import Table
+
+
+def validated(
+    definition: TableDef, schema: Schema, data: Any, key: Key | None, *, partial: bool
+) -> Record:
+    """``data`` validated as a record of ``definition``, whose primary key, if given, is ``key``.
+
+    Raises:
+        ValidationError: ``data`` does not fit the table.
+        BadRequest: the record's primary key differs from ``key``.
+    """
+    record = validate_record(definition, schema, data, partial=partial)
+    primary_key = definition.primary_key
+    if key is not None and primary_key in record and record[primary_key] != key:
+        raise BadRequest(
+            f"the body's {primary_key} ({record[primary_key]!r}) differs from the URL's "
+            f"({key!r}); leave it out or make them match"
+        )
+    return record
+
+
+def search(table: type[Table], query: Query, *, estimate: bool = False) -> Results:
+    """The records of ``table`` matching the bound ``query``, streamed in short read
+    transactions (what :meth:`kiln.resource.Table.search` runs)."""
+    read = table.database.read
+    plan = plan_query(
+        query, table.definition, table.store, read, table.limits, estimate_all=estimate
+    )
+    wanted = query.end if query.end is not None else CHUNK
+    source = Source(table.store, read, first_chunk=max(1, wanted), database=table.database)
+    return Results(plan, source, table.limits.max_sort_rows)
+
+
+def _url_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return quote(str(value), safe="")
+
+
+class Records:
+    """The records of one table class; ``Table.records`` gives one."""
+
+    __slots__ = ("_table",)
+
+    def __init__(self, table: type[Table]):
+        self._table = table
+
+    def get(self, id: Key) -> Record | None:
+        """The record with key ``id`` (as this transaction left it), or None."""
+        table = self._table
+        transaction = current()
+        if transaction is not None and transaction.database is table.database:
+            pending = transaction.pending.get((table.definition.name, id), ...)
+            if pending is not ...:
+                return None if pending is None else dict(pending)
+        with table.database.read() as txn:
+            found = table.store.get(txn, id)
+        return None if found is None else found[1]
+
+    def put(self, id: Key, record: Mapping[str, Any], *, if_version: Version | None = None) -> None:
+        """Replace (or create) the record with key ``id``.
+
+        Raises:
+            ValidationError: ``record`` does not fit the table.
+            PreconditionFailed: ``if_version`` is not the stored version (at commit, in a
+                transaction); nothing is written.
+        """
+        definition = self._table.definition
+        data = validated(definition, self._table.schema, record, id, partial=False)
+        after = {**data, definition.primary_key: id}
+        self._write(Put(definition.name, id, data, if_version), after)
+
+    def create(self, record: Mapping[str, Any]) -> Key:
+        """Add a new record; returns its key, the record's own or a generated one.
+
+        In a transaction an integer key is generated as one more than the largest
+        stored or pending one; a concurrent create of the same key makes the later
+        commit fail with :class:`~kiln.errors.Conflict` (nothing is overwritten).
+
+        Raises:
+            Conflict: a record with that key exists (at commit, in a transaction).
+        """
+        definition = self._table.definition
+        data = validated(definition, self._table.schema, record, None, partial=False)
+        key = data.pop(definition.primary_key, None)
+        if current() is None:
+            result = self._write(Insert(definition.name, key, data), None)
+            return result.key  # type: ignore[no-any-return]
+        if key is None:
+            key = self._new_key()
+        self._write(Insert(definition.name, key, data), {**data, definition.primary_key: key})
+        return key
+
+    def patch(
+        self, id: Key, changes: Mapping[str, Any], *, if_version: Version | None = None
+    ) -> None:
+        """Merge ``changes`` into the record with key ``id``, which must exist.
+
+        Raises:
+            NotFound: no such record (at commit, in a transaction).
+            PreconditionFailed: ``if_version`` is not the stored version.
+        """
+        definition = self._table.definition
+        data = validated(definition, self._table.schema, changes, id, partial=True)
+        data.pop(definition.primary_key, None)
+        after = None
+        if current() is not None:
+            before = self.get(id)
+            after = None if before is None else {**before, **data}
+        self._write(Patch(definition.name, id, data, if_version), after)
+
+    def delete(self, id: Key, *, if_version: Version | None = None) -> None:
+        """Delete the record with key ``id``, which must exist.
+
+        Raises:
+            NotFound: no such record (at commit, in a transaction).
+            PreconditionFailed: ``if_version`` is not the stored version.
+        """
+        self._write(Delete(self._table.definition.name, id, if_version), None)
+
+    def search(self, query: str | Mapping[str, Any] | Query) -> Iterator[Any]:
+        """The committed records matching ``query``, as an iterator.
+
+        ``query`` is the URL syntax (``"breed=lab&age=gt=3&sort(name)"``), a dict of
+        equality conditions (``{"breed": "lab", "age": 3}``, every one must hold), or
+        an unbound :class:`~kiln.query.Query`. Pending writes of the current
+        transaction are not seen.
+
+        Raises:
+            BadRequest: the query is malformed, names an unknown attribute, or no index
+                can drive it.
+        """
+        if isinstance(query, str):
+            parsed = parse_query(query)
+        elif isinstance(query, Query):
+            parsed = query
+        else:
+            text = "&".join(f"{quote(name, safe='')}={_url_value(v)}" for name, v in query.items())
+            parsed = parse_query(text) if text else Query()
+        table = self._table
+        relationships = related_tables(table.schema, table.definition)
+        bound = bind(parsed, table.definition, table.schema, relationships=relationships)
+        return search(table, bound)
+
+    def _new_key(self) -> Key:
+        table = self._table
+        definition = table.definition
+        if definition.primary_key_type in ("ID", "String"):
+            return str(uuid.uuid4())
+        with table.database.read() as txn:
+            key = table.store.next_integer_key(txn)
+        transaction = current()
+        if transaction is not None:
+            for name, written in transaction.pending:
+                if name == definition.name and isinstance(written, int) and written >= key:
+                    key = written + 1
+        return key
+
+    def _write(self, operation: Put | Insert | Patch | Delete, after: Record | None) -> Any:
+        """Queue ``operation`` in the current transaction, or commit it alone; its result
+        when committed alone."""
+        table = self._table
+        transaction = current()
+        if transaction is None:
+            return run_alone(table.database, table.writer, operation, None)
+        transaction.join(table.database, table.writer)
+        transaction.add(operation, after)
+        return None
+
+
+class RecordsAttribute:
+    """The ``records`` class attribute of :class:`~kiln.resource.Table`."""
+
+    def __get__(self, instance: object, owner: type[Table]) -> Records:
+        return Records(owner)
