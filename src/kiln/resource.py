@@ -165,16 +165,24 @@ async def invoke(resource: Resource, method: str, target: RequestTarget, data: A
     hook = PERMISSION_OF[method]
     if not getattr(resource, hook)(target):
         raise Forbidden(f"{hook.removeprefix('allow_')} is not allowed on {target.path}")
-    if method not in _WRITES:
-        return await _call(handler, method, target, data)
-    async with transaction(target.context.user):
-        return await _call(handler, method, target, data)
-
-
-async def _call(handler: Any, method: str, target: RequestTarget, data: Any) -> Any:
-    result = handler(target) if method in _TARGET_ONLY else handler(target, data)
+    if method in _WRITES:
+        async with transaction(target.context.user):
+            return await _awaited(_call(handler, method, target, data))
+    result = _call(handler, method, target, data)  # reads: no extra coroutine on the hot path
     if inspect.iscoroutine(result) or isinstance(result, asyncio.Future):
-        result = await result
+        return await result
+    return result
+
+
+def _call(handler: Any, method: str, target: RequestTarget, data: Any) -> Any:
+    """The method's return value: a result, or an awaitable of one for an async method."""
+    return handler(target) if method in _TARGET_ONLY else handler(target, data)
+
+
+async def _awaited(result: Any) -> Any:
+    """``result`` itself, or what it resolves to when a method was async."""
+    if inspect.iscoroutine(result) or isinstance(result, asyncio.Future):
+        return await result
     return result
 
 
