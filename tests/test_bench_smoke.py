@@ -104,3 +104,33 @@ def test_bench_query_runs_and_prints_the_ratios() -> None:
         re.MULTILINE,
     ), output
     assert "WARNING" not in finished.stdout, output
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not on PATH (apt-get install wrk) to load servers"
+)
+def test_bench_resources_runs_and_prints_the_overhead() -> None:
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.resources",
+            *("--records", "200", "--duration", "1", "--connections", "4", "--threads", "1"),
+            *("--rounds", "1"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = finished.stdout + finished.stderr
+    assert finished.returncode == 0, output
+    for target in ("GET /Dog/<id>", "GET /DogPlus/<id>"):
+        assert re.search(rf"^{re.escape(target)}\s+[\d,]+\s", finished.stdout, re.MULTILINE), output
+    assert re.search(
+        r"^overhead of the subclass = 1 - DogPlus/Dog = -?\d+\.\d%"
+        r" +\(target <= 20%: (met|NOT met)\)$",
+        finished.stdout,
+        re.MULTILINE,
+    ), output
+    assert "WARNING" not in finished.stdout, output

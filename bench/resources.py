@@ -1,0 +1,257 @@
+"""GET by id through a resources.py subclass of a table against the plain table, in the same run.
+
+Usage::
+
+    python -m bench.resources [--records 100000] [--duration 10] [--connections 64]
+                              [--threads 2] [--rounds 4]
+
+Steps:
+
+1. Make a temporary app: the clinic example's schema and config, and a
+   ``resources.py`` holding only :data:`RESOURCES` (``DogPlus``: ``tables.Dog`` whose
+   ``get`` adds one field to the record). Seed N Dog records offline with kiln's
+   library (:func:`bench.rest.seed_offline`, the records of :func:`bench.rest.dog`).
+2. Start ``kiln run`` on a free loopback port and check that ``GET /Dog/<id>`` and
+   ``GET /DogPlus/<id>`` both answer 200 and that only DogPlus carries ``plus``.
+3. Load ``GET /Dog/<id>`` (the baseline) and ``GET /DogPlus/<id>`` with ``wrk``, a
+   random id in [1, N] per request, in ``--rounds`` alternating rounds sharing
+   ``--duration`` (after one warm-up each), so machine drift touches both alike.
+4. Print a table and the subclass's overhead ``1 - DogPlus/Dog``, the target next to it.
+
+Every subprocess and temporary folder is removed at the end, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from bench.procs import ServerProcess, free_port
+from bench.rest import (
+    _AUTHORIZATION,
+    CLINIC,
+    Seeding,
+    _combined,
+    _kiln_process,
+    _ms,
+    _terminate_as_exit,
+    machine_info,
+    seed_offline,
+)
+from bench.wrk import WrkError, WrkResult, find_wrk, run_wrk
+
+RESOURCES = """from kiln import tables
+
+class DogPlus(tables.Dog):
+    def get(self, target):
+        dog = super().get(target)
+        return {**dog, "plus": 1} if dog is not None else None
+"""
+"""The temporary app's whole resources.py: a table subclass adding one field on read."""
+
+BASELINE = "Dog"
+SUBCLASS = "DogPlus"
+TARGET_OVERHEAD = 0.20
+"""The issue's target: the subclass serves at least 80% of the plain table's GET throughput."""
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_targets(kiln: ServerProcess, records: int) -> None:
+    """Make sure both routes answer what is benchmarked, before loading them.
+
+    Raises:
+        RuntimeError: a route answers something else.
+    """
+    headers = {"authorization": _AUTHORIZATION}
+    with httpx.Client(timeout=10, trust_env=False, headers=headers) as client:
+        for i in sorted({1, records}):
+            for route in (BASELINE, SUBCLASS):
+                answer = client.get(f"{kiln.url}/{route}/{i}")
+                body = answer.json() if answer.status_code == 200 else {}
+                ok = (
+                    answer.status_code == 200
+                    and body.get("name") == f"Dog {i}"
+                    and (body.get("plus") == 1) == (route == SUBCLASS)
+                )
+                if not ok:
+                    raise RuntimeError(
+                        f"kiln GET /{route}/{i}: {answer.status_code} {answer.text[:300]}"
+                    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report(
+    args: argparse.Namespace,
+    seeding: Seeding,
+    results: dict[str, WrkResult],
+    info: list[str],
+) -> str:
+    """The printed summary: parameters, the table, the overhead, warnings, machine info."""
+    lines = [
+        "",
+        f"kiln resources.py benchmark: {args.records:,} {BASELINE} records, {args.duration} s "
+        f"per target in {args.rounds} alternating round(s) (after a {args.warmup} s warm-up), "
+        f"{args.connections} connections, {args.threads} wrk thread(s), random id per request",
+        f"seeded {seeding.describe()}",
+        f"{SUBCLASS}: a resources.py subclass of tables.{BASELINE} whose get adds one field",
+        "",
+        f"{'target':<20} {'req/s':>10} {'p50':>10} {'p99':>10} {'non-2xx':>8} "
+        f"{'sock err':>8} {'requests':>10}",
+    ]
+    for name, result in results.items():
+        lines.append(
+            f"{name:<20} {result.rate:>10,.0f} {_ms(result.p50_us):>10} {_ms(result.p99_us):>10} "
+            f"{result.bad_status:>8} {result.socket_errors:>8} {result.requests:>10,}"
+        )
+    lines.append("")
+    plain = results[f"GET /{BASELINE}/<id>"].rate
+    plus = results[f"GET /{SUBCLASS}/<id>"].rate
+    overhead = 1 - plus / plain if plain else 1.0
+    verdict = "met" if overhead <= TARGET_OVERHEAD else "NOT met"
+    lines.append(
+        f"overhead of the subclass = 1 - {SUBCLASS}/{BASELINE} = {overhead:.1%}   "
+        f"(target <= {TARGET_OVERHEAD:.0%}: {verdict})"
+    )
+    lines.append("")
+    for name, result in results.items():
+        if result.bad_status:
+            lines.append(
+                f"WARNING: {name} had {result.bad_status:,} non-2xx responses "
+                f"(wrk counts statuses >= 400); the run measured errors, not requests"
+            )
+        if result.socket_errors:
+            lines.append(
+                f"WARNING: {name} had socket errors: connect {result.connect_errors}, "
+                f"read {result.read_errors}, write {result.write_errors}, "
+                f"timeout {result.timeouts}"
+            )
+    lines.extend(info)
+    lines.append(
+        "note: wrk shares the machine's cores with the server under load; "
+        "compare the overhead, not the absolute rates"
+    )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.resources",
+        description="GET by id through a resources.py table subclass against the plain table.",
+    )
+    parser.add_argument("--records", type=int, default=100_000, help="Dog records to seed")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per target")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up seconds (default 2)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="alternating Dog/DogPlus rounds (share --duration)"
+    )
+    parser.add_argument("--tmp", type=Path, default=None, help="where to make the temporary folder")
+    args = parser.parse_args(argv)
+    if min(args.records, args.duration, args.connections, args.threads, args.rounds) < 1:
+        parser.error(
+            "--records, --duration, --connections, --threads and --rounds must be at least 1"
+        )
+    if args.warmup is None:
+        args.warmup = min(2, args.duration)
+    args.warmup = max(1, args.warmup)
+    return args
+
+
+def _wrk(server: ServerProcess, route: str, args: argparse.Namespace, duration: float) -> WrkResult:
+    return run_wrk(
+        server.url,
+        records=args.records,
+        method="GET",
+        prefix=f"/{route}/",
+        duration=duration,
+        connections=args.connections,
+        threads=args.threads,
+        authorization=_AUTHORIZATION,
+    )
+
+
+def run(args: argparse.Namespace) -> str:
+    """Run the whole benchmark and return the report."""
+    with contextlib.ExitStack() as stack:
+        root = Path(tempfile.mkdtemp(prefix="kiln-bench-resources-", dir=args.tmp))
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
+        app_dir = root / "app"
+        data_dir = root / "data"
+        app_dir.mkdir()
+        for name in ("schema.graphql", "config.yaml"):
+            if (CLINIC / name).is_file():
+                shutil.copy2(CLINIC / name, app_dir / name)
+        (app_dir / "resources.py").write_text(RESOURCES)
+        info = machine_info(data_dir)
+
+        _progress(f"seeding ids 1-{args.records:,} offline with kiln's library")
+        seeding = seed_offline(app_dir, data_dir, range(1, args.records + 1))
+        _progress(f"seeded {seeding.describe()}")
+
+        kiln = stack.enter_context(_kiln_process(app_dir, data_dir, free_port(), root / "kiln.log"))
+        kiln.start()
+        _check_targets(kiln, args.records)
+
+        # The machine's speed drifts over a run, so the two targets take turns in short
+        # rounds and each is the total of its rounds: drift then touches both alike.
+        routes = {f"GET /{route}/<id>": route for route in (BASELINE, SUBCLASS)}
+        for name, route in routes.items():
+            _progress(f"{name}: warm-up {args.warmup} s")
+            _wrk(kiln, route, args, args.warmup)
+        rounds: dict[str, list[WrkResult]] = {name: [] for name in routes}
+        per_round = max(1.0, args.duration / args.rounds)
+        for number in range(args.rounds):
+            for name, route in routes.items():
+                _progress(f"{name}: round {number + 1}/{args.rounds}, {per_round:g} s")
+                rounds[name].append(_wrk(kiln, route, args, per_round))
+                _progress(f"{name}: {rounds[name][-1].rate:,.0f} req/s")
+        results = {name: _combined(runs) for name, runs in rounds.items()}
+        if kiln.stop() != 0:
+            raise RuntimeError(f"kiln did not stop cleanly:\n{kiln.log()}")
+        return report(args, seeding, results, info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if find_wrk() is None:
+        print("error: wrk is not on PATH (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
+        return 2
+    if not (CLINIC / "schema.graphql").is_file():
+        print(f"error: {CLINIC}/schema.graphql is missing", file=sys.stderr)
+        return 2
+    try:
+        with _terminate_as_exit():
+            text = run(args)
+    except KeyboardInterrupt:
+        print("interrupted; server stopped and temporary files removed", file=sys.stderr)
+        return 130
+    except SystemExit:
+        print("terminated; server stopped and temporary files removed", file=sys.stderr)
+        raise
+    except (RuntimeError, WrkError, httpx.HTTPError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
