@@ -44,7 +44,7 @@ from bench.rest import (
     machine_info,
     seed_offline,
 )
-from bench.wrk import WrkError, WrkResult, find_wrk, run_wrk
+from bench.wrk import WrkError, WrkResult, find_wrk, run_wrk, warnings
 
 RESOURCES = """from kiln import tables
 
@@ -123,18 +123,7 @@ def report(
         f"(target <= {TARGET_OVERHEAD:.0%}: {verdict})"
     )
     lines.append("")
-    for name, result in results.items():
-        if result.bad_status:
-            lines.append(
-                f"WARNING: {name} had {result.bad_status:,} non-2xx responses "
-                f"(wrk counts statuses >= 400); the run measured errors, not requests"
-            )
-        if result.socket_errors:
-            lines.append(
-                f"WARNING: {name} had socket errors: connect {result.connect_errors}, "
-                f"read {result.read_errors}, write {result.write_errors}, "
-                f"timeout {result.timeouts}"
-            )
+    lines.extend(warnings(results))
     lines.extend(info)
     lines.append(
         "note: wrk shares the machine's cores with the server under load; "

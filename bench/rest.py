@@ -50,7 +50,7 @@ import httpx
 import msgspec
 
 from bench.procs import ServerProcess, free_port
-from bench.wrk import WrkError, WrkResult, find_wrk, run_wrk
+from bench.wrk import WrkError, WrkResult, find_wrk, run_wrk, warnings
 
 ROOT = Path(__file__).resolve().parent.parent
 CLINIC = ROOT / "examples" / "clinic"
@@ -367,18 +367,7 @@ def report(
         ratio = results[name].rate / json_rate if json_rate else 0.0
         lines.append(f"ratio {name} / kiln GET (JSON) = {ratio:.3f}")
     lines.append("")
-    for name, result in results.items():
-        if result.bad_status:
-            lines.append(
-                f"WARNING: {name} had {result.bad_status:,} non-2xx responses "
-                f"(wrk counts statuses >= 400); the run measured errors, not requests"
-            )
-        if result.socket_errors:
-            lines.append(
-                f"WARNING: {name} had socket errors: connect {result.connect_errors}, "
-                f"read {result.read_errors}, write {result.write_errors}, "
-                f"timeout {result.timeouts}"
-            )
+    lines.extend(warnings(results))
     lines.extend(info)
     lines.append(
         "note: wrk shares the machine's cores with the server under load; "

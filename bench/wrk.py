@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,3 +133,21 @@ def run_wrk(
     if finished.returncode != 0:
         raise WrkError(f"wrk exited with {finished.returncode}:\n{output}")
     return parse(output)
+
+
+def warnings(results: Mapping[str, WrkResult]) -> list[str]:
+    """A WARNING line for each run that measured errors or lost sockets instead of requests."""
+    lines = []
+    for name, result in results.items():
+        if result.bad_status:
+            lines.append(
+                f"WARNING: {name} had {result.bad_status:,} non-2xx responses "
+                f"(wrk counts statuses >= 400); the run measured errors, not requests"
+            )
+        if result.socket_errors:
+            lines.append(
+                f"WARNING: {name} had socket errors: connect {result.connect_errors}, "
+                f"read {result.read_errors}, write {result.write_errors}, "
+                f"timeout {result.timeouts}"
+            )
+    return lines
