@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kiln.config import Config
 from kiln.evolution import ProgressDisplay, evolve
-from kiln.loader import load_resources
+from kiln.loader import check_computed, load_resources
 from kiln.namespace import fill
 from kiln.query.planner import Limits
 from kiln.resource import Resource, table_class
@@ -15,7 +15,7 @@ from kiln.scaffold import RESOURCES_FILE
 from kiln.schema import Schema, load_schema
 from kiln.storage.clock import HybridClock
 from kiln.storage.database import Database
-from kiln.storage.evolution import Progress
+from kiln.storage.evolution import Progress, build_index
 from kiln.storage.writer import Writer
 
 
@@ -51,7 +51,11 @@ def load_app(directory: Path, config: Config, *, progress: Progress | None = Non
 
     Evolution (:func:`kiln.evolution.evolve`) runs before any writer starts: new
     indexes are built, removed ones dropped, and a database folder no schema table
-    uses any more is opened only to mark (and report) its tables removed.
+    uses any more is opened only to mark (and report) its tables removed. The
+    index of an ``@computed`` attribute (new, or whose ``version`` changed) is the
+    exception: its function lives in ``resources.py``, so it is built after that
+    is imported and the functions handed to the storage, before the app serves.
+    A crash in between leaves it ``building`` in the catalog, built again next start.
 
     Args:
         directory: the application folder.
@@ -62,17 +66,20 @@ def load_app(directory: Path, config: Config, *, progress: Progress | None = Non
     Raises:
         SchemaError: ``schema.graphql`` is missing or wrong, or a table's primary key
             differs from the one its records are stored by; nothing has been written.
-        ResourceError: ``resources.py`` failed to import or has a wrong class; the
-            databases are closed again.
+        ResourceError: ``resources.py`` failed to import, has a wrong class, or gives
+            no function to a ``@computed`` attribute; the databases are closed again.
     """
     schema = load_schema(directory / "schema.graphql")
     clock = HybridClock()
     databases: dict[str, Database] = {}
+    progress = progress or ProgressDisplay()
+    deferred: list[tuple[Database, str, str]] = []
     try:
         for name in schema.databases():
             databases[name] = _open(name, schema, config, clock)
         for database in databases.values():
-            evolve(database, schema, progress or ProgressDisplay())
+            pending = evolve(database, schema, progress)
+            deferred.extend((database, table, attribute) for table, attribute in pending)
         _evolve_unused(schema, config, clock)
     except BaseException:
         for database in databases.values():
@@ -85,6 +92,8 @@ def load_app(directory: Path, config: Config, *, progress: Progress | None = Non
     app = App(directory, config, schema, databases, writers, {})
     try:
         app.routes = _routes(directory, schema, config, databases, writers)
+        for database, table, attribute in deferred:
+            build_index(database, table, attribute, progress)
     except BaseException:
         app.close()
         raise
@@ -113,6 +122,9 @@ def _routes(
     if resources.is_file():
         taken = {route: type(resource).__name__ for route, resource in routes.items()}
         routes.update(load_resources(resources, taken))
+    check_computed(schema, classes, resources)
+    for name, cls in classes.items():
+        databases[cls.definition.database].tables[name].computed = dict(cls.computed_functions)
     return routes
 
 

@@ -50,11 +50,16 @@ _EXAMPLES = 5
 _SCAN_CHUNK = 1000
 
 
-def evolve(database: Database, schema: Schema, progress: Progress) -> None:
+def evolve(database: Database, schema: Schema, progress: Progress) -> list[tuple[str, str]]:
     """Bring ``database``'s stores in line with ``schema``; report through ``log``.
 
     Records are never rewritten: values that no longer fit a changed type are
     counted and kept, tables that left the schema keep their stores.
+
+    Returns:
+        The (type name, attribute) of each ``@computed`` index left ``building``:
+        its function lives in ``resources.py``, which is imported later, so the
+        caller builds it (:func:`build_index`) once the function is registered.
     """
     tables = [t for t in schema.tables.values() if t.database == database.name]
     with database.read() as txn:
@@ -79,12 +84,17 @@ def evolve(database: Database, schema: Schema, progress: Progress) -> None:
     for name in steps.restored:
         log.info("table %s is declared again: its stored records are served again", name)
     if not steps.changes_catalog and not steps.build:  # steady state: nothing to write
-        return
+        return []
     pending = commit(database, steps)
     for table, attribute in steps.drop:
         log.info("dropped the index of %s.%s: it is no longer @indexed", table, attribute)
+    deferred = []
     for name, attribute in pending:
-        build_index(database, name, attribute, progress)
+        if schema.tables[name].attributes[attribute].computed:
+            deferred.append((name, attribute))
+        else:
+            build_index(database, name, attribute, progress)
+    return deferred
 
 
 def _check_values(

@@ -8,9 +8,11 @@ endpoints are the public classes *defined in that module* that subclass
 Nothing registers itself; the module is inspected once, here.
 
 Every mistake is a :class:`~kiln.errors.ResourceError` that names the class,
-its line in ``resources.py`` and the fix: an exception while importing, a seam
-method whose parameters are not the seam's, two classes (or a class and a
-schema table) claiming one route.
+its line in ``resources.py`` and the fix: an exception while importing (a
+``@tables.X.computed(...)`` for an attribute that is not ``@computed`` among
+them), a seam method whose parameters are not the seam's, two classes (or a
+class and a schema table) claiming one route. :func:`check_computed` refuses a
+``@computed`` attribute that ``resources.py`` gives no function.
 """
 
 from __future__ import annotations
@@ -104,13 +106,48 @@ def check_resources(path: Path, schema: Schema) -> None:
         name: type(
             name,
             (Table,),
-            {"definition": table, "schema": schema, "path": table.export_name or name},
+            {
+                "definition": table,
+                "schema": schema,
+                "path": table.export_name or name,
+                "computed_functions": {},
+            },
         )
         for name, table in schema.tables.items()
     }
     taken = {table.export_name or table.name: table.name for table in schema.exported()}
     with filled(classes):
         load_resources(path, taken)
+    check_computed(schema, classes, path)
+
+
+def check_computed(schema: Schema, classes: Mapping[str, type[Table]], path: Path) -> None:
+    """Every ``@computed`` attribute of ``schema`` has a function registered in ``path``.
+
+    Raises:
+        ResourceError: at the attribute's line in the schema, showing the function to add.
+    """
+    for name, table in schema.tables.items():
+        for attribute in table.computed:
+            if attribute in classes[name].computed_functions:
+                continue
+            declared = table.attributes[attribute]
+            where = "has no such function" if path.is_file() else "does not exist"
+            raise ResourceError(
+                f"`{name}.{attribute}` is @computed, but {path.name} {where}: kiln cannot "
+                "derive its value",
+                file=schema.file,
+                line=declared.line or None,
+                column=declared.column or None,
+                hint=f"add to {path.name}: `@tables.{name}.computed({attribute!r})` over "
+                f"`def {_snake(attribute)}(record): return ...` (with `from kiln import "
+                "tables`), or remove `@computed` and store the attribute",
+            )
+
+
+def _snake(name: str) -> str:
+    """``fullName`` → ``full_name``, for the example function in a hint."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 def _import(path: Path) -> ModuleType:

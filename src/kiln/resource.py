@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
-from kiln.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
+from kiln.errors import BadRequest, Forbidden, KilnError, MethodNotAllowed, NotFound
 from kiln.keypath import key_to_segment, parse_key
 from kiln.query import Query
 from kiln.query.binder import bind
@@ -201,6 +201,58 @@ class Table(Resource):
     records: ClassVar[RecordsAttribute] = RecordsAttribute()
     """``Dog.records``: get, put, create, patch, delete and search from code
     (:mod:`kiln.records`)."""
+    computed_functions: ClassVar[dict[str, Callable[[Record], Any]]]
+    """The functions registered with :meth:`computed`, by attribute; one dict per table,
+    shared with its subclasses. :func:`kiln.app.load_app` hands them to the storage."""
+
+    @classmethod
+    def computed(
+        cls, attribute: str
+    ) -> Callable[[Callable[[Record], Any]], Callable[[Record], Any]]:
+        """Register the function deriving the ``@computed`` ``attribute`` from a record::
+
+            @tables.Person.computed("fullName")
+            def full_name(record):
+                return f"{record['first']} {record['last']}"
+
+        The function gets the stored record (a dict, computed attributes left out)
+        and must not change it; it runs on the writer's thread for an ``@indexed``
+        attribute, so it must be quick and pure.
+
+        Raises:
+            KilnError: the schema does not declare ``attribute`` ``@computed``, or it
+                has a function already.
+        """
+        definition = cls.definition
+        declared = definition.attributes.get(attribute)
+        if declared is None or not declared.computed:
+            listed = ", ".join(f"`{name}`" for name in definition.computed)
+            what = "has no attribute" if declared is None else "does not declare @computed"
+            raise KilnError(
+                f"{definition.name}.computed({attribute!r}): {cls.schema.file} {what} "
+                f"`{attribute}` in `type {definition.name}`",
+                hint=(f"its computed attributes are {listed}; " if listed else "")
+                + f"declare it as `{attribute}: String @computed` in `type {definition.name}`",
+            )
+        functions = cls.computed_functions
+        if attribute in functions:
+            raise KilnError(
+                f"{definition.name}.{attribute} has a computed function already "
+                f"({functions[attribute].__name__})",
+                hint="register one function per computed attribute; remove the other",
+            )
+
+        def register(function: Callable[[Record], Any]) -> Callable[[Record], Any]:
+            if not callable(function):
+                raise KilnError(
+                    f"{definition.name}.computed({attribute!r}) decorates "
+                    f"{type(function).__name__}, not a function",
+                    hint="decorate `def name(record): return ...`",
+                )
+            functions[attribute] = function
+            return function
+
+        return register
 
     def get(self, target: RequestTarget) -> Record | Iterator[Record] | None:
         """The record at ``target.id``; for the collection, the query's results as a stream.
@@ -392,5 +444,6 @@ def table_class(
             "store": database.tables[definition.name],
             "writer": writer,
             "limits": limits or Limits(),
+            "computed_functions": {},
         },
     )

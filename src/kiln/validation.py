@@ -479,7 +479,13 @@ class _Compiler:
             for name, attribute in table.attributes.items()
             if attribute.created_time or attribute.updated_time
         }
-        self.fill(validator, table.attributes, dropped, primary_key=table.primary_key)
+        stored = {name: a for name, a in table.attributes.items() if not a.computed}
+        self.fill(validator, stored, dropped, primary_key=table.primary_key)
+        for name in table.computed:
+            validator.virtual[name] = (
+                "is @computed: resources.py derives it from the record when it is read, "
+                "and it is never stored; remove it from the body"
+            )
         for name, relationship in table.relationships.items():
             if relationship.from_attribute is not None:
                 instead = f"set `{relationship.from_attribute}` to the {relationship.target}'s key"

@@ -337,13 +337,16 @@ def _content_range(results: Results) -> str:
 
 
 def _columns(resource: Resource, query: Query) -> Columns:
-    """CSV columns: the selected fields, else a table's declared attributes in schema order.
+    """CSV columns: the selected fields, else a table's stored attributes in schema order.
 
     None for a resource that is not a table and selects nothing (its rows name their columns).
     """
     if query.select is not None:
         return tuple(field.name for field in query.select.fields)
-    return tuple(resource.definition.attributes) if isinstance(resource, Table) else None
+    if not isinstance(resource, Table):
+        return None
+    definition = resource.definition
+    return tuple(name for name in definition.attributes if name not in definition.computed)
 
 
 async def _chained(head: list[bytes], tail: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

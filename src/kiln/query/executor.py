@@ -16,6 +16,10 @@ related records with :mod:`kiln.query.relationships`, for a batch of
 
 Inside a writer's transaction (DELETE by query) the same code reads through that
 one transaction: see :func:`matching_keys`.
+
+``@computed`` attributes the query names (in a condition, a sort key or
+``select()``) are derived into each record as it is read, by the functions the
+store holds; they are left out of a result without ``select()``, as Harper does.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import lmdb
 from kiln.errors import BadRequest
 from kiln.query import relationships
 from kiln.query.matching import matches, sort_key, value_at
-from kiln.query.model import Condition, Node, Selection, SortKey
+from kiln.query.model import Condition, Node, Query, Selection, SortKey
 from kiln.query.planner import IndexScan, Plan
 from kiln.schema import TableDef
 from kiln.storage.database import Database
@@ -63,6 +67,8 @@ class Source:
     """Records fetched so far (for ``explain``)."""
     database: Database | None = None
     """The store's database, for queries through relationships (None: a query cannot use one)."""
+    computed: tuple[str, ...] = ()
+    """The ``@computed`` attributes the query names, derived into each record read."""
 
     def related(self) -> Database:
         """The database relationships are read from.
@@ -95,6 +101,31 @@ def _covers(scan: IndexScan, pair: Pair) -> bool:
     return any(term in key_range for term in _terms(pair[1].get(scan.attribute)))
 
 
+def _computed_names(query: Query, definition: TableDef) -> tuple[str, ...]:
+    """The ``@computed`` attributes ``query`` names in its conditions, sort or selection."""
+    if not definition.computed:
+        return ()
+    named: set[str] = {key.path[0] for key in query.sort}
+    if query.select is not None:
+        named.update(item.name for item in query.select.fields)
+    pending = [query.where] if query.where is not None else []
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Condition):
+            named.add(node.path[0])
+        else:
+            pending.extend(node.items)
+    return tuple(name for name in definition.computed if name in named)
+
+
+def _derive(source: Source, record: Record) -> Record:
+    """``record`` with the computed attributes the query names filled in (in place)."""
+    store = source.store
+    values = {name: store.value(record, name) for name in source.computed}
+    record.update(values)  # after every call: each function sees the stored record alone
+    return record
+
+
 def _walk_primary(source: Source, key_range: KeyRange, reverse: bool) -> Iterator[Pair]:
     after: bytes | None = None
     for size in source.chunk_sizes():
@@ -104,6 +135,8 @@ def _walk_primary(source: Source, key_range: KeyRange, reverse: bool) -> Iterato
             return
         source.scanned += len(chunk)
         after = chunk[-1][0]
+        if source.computed:
+            chunk = [(key, _derive(source, record)) for key, record in chunk]
         yield from chunk
 
 
@@ -118,6 +151,8 @@ def _walk_index(source: Source, scan: IndexScan, reverse: bool) -> Iterator[Pair
             records = dict(fetch(txn, source.store.primary, [key for _t, key in entries]))
         if not entries:
             return
+        if source.computed:
+            records = {key: _derive(source, record) for key, record in records.items()}
         source.scanned += len(records)
         after = entries[-1]
         for term, key in entries:
@@ -157,6 +192,7 @@ def matched(plan: Plan, source: Source) -> Iterator[Pair]:
     """The records matching ``plan``'s query, in the plan's walk order (before sort and slice)."""
     where = plan.query.where
     scans = plan.scans
+    source.computed = _computed_names(plan.query, source.store.definition)
     if not scans:
         streams = [_walk_primary(source, KeyRange(), False)]
     else:
@@ -294,6 +330,11 @@ def _shaped(plan: Plan, source: Source, ordered: Iterator[Pair]) -> Iterator[Any
     """The records of ``ordered`` shaped by the query's selection, relationships filled in."""
     selection = plan.query.select
     definition = source.store.definition
+    if selection is None and source.computed:  # named only by conditions or sort keys
+        hidden = source.computed
+        for _key, record in ordered:
+            yield {name: value for name, value in record.items() if name not in hidden}
+        return
     if selection is None or not any(
         item.name in definition.relationships for item in selection.fields
     ):

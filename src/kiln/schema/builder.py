@@ -91,7 +91,7 @@ _UNSUPPORTED: tuple[tuple[type[ast.Node], str, str], ...] = (
         ast.DirectiveDefinitionNode,
         "directive declarations are not supported",
         "remove it; kiln's directives (@table, @export, @sealed, @primaryKey, @indexed, "
-        "@unique, @createdTime, @updatedTime, @relationship) are built in",
+        "@unique, @createdTime, @updatedTime, @relationship, @computed) are built in",
     ),
     (
         ast.ExecutableDefinitionNode,
@@ -241,6 +241,13 @@ class _Builder(_DirectiveChecker):
                 )
                 attributes = {"id": implicit, **attributes}
         pk = attributes[pk_name]
+        if pk.computed:
+            raise self.error(
+                marks.field_directives[pk_name]["computed"],
+                f"`@computed` on the primary key `{pk_name}` of `{name}`",
+                "a primary key is stored; key the table by a stored attribute (mark it "
+                "@primaryKey) and keep the computed one beside it",
+            )
         for directive in ("createdTime", "updatedTime"):
             if directive in marks.field_directives.get(pk_name, ()):
                 raise self.error(
@@ -331,6 +338,8 @@ class _Builder(_DirectiveChecker):
             if not in_table and directives.nodes:
                 directive, misplaced = next(iter(directives.nodes.items()))
                 raise self.error(misplaced, *self.nested_directive_error(directive, owner, name))
+            if in_table and "computed" in directives:
+                self.check_computed(directives, name, owner)
             if related:
                 marks.relationships[name] = declared_relationship(
                     self, owner, field, type_ref, named, directives
@@ -399,11 +408,48 @@ class _Builder(_DirectiveChecker):
                 line=line,
                 column=column,
                 unique="unique" in directives,
+                computed="computed" in directives,
+                computed_version=(
+                    int(directives.args["computed"].get("version", "1"))
+                    if "computed" in directives
+                    else 0
+                ),
             )
             if attribute.primary_key:
                 self.check_key_type(attribute, field.type, implicit=False)
             attributes[name] = attribute
         return attributes, marks
+
+    def check_computed(self, directives: _Directives, name: str, owner: str) -> None:
+        """Refuse the directives a ``@computed`` (never stored) attribute cannot have."""
+        node = directives.nodes["computed"]
+        if "relationship" in directives:
+            raise self.error(
+                node,
+                f"`{name}` of `{owner}` has both `@computed` and `@relationship`",
+                "a relationship is resolved when read already; remove `@computed`",
+            )
+        if "primaryKey" in directives:
+            raise self.error(
+                node,
+                f"`@computed` on the primary key `{name}` of `{owner}`",
+                "a primary key is stored; key the table by a stored attribute and keep "
+                "the computed one beside it",
+            )
+        if "unique" in directives:
+            raise self.error(
+                node,
+                f"`{name}` of `{owner}` has both `@computed` and `@unique`; kiln cannot "
+                "refuse a write for a value it derives",
+                "use `@indexed` to query it, or make a stored attribute `@unique`",
+            )
+        for directive in ("createdTime", "updatedTime"):
+            if directive in directives:
+                raise self.error(
+                    node,
+                    f"`{name}` of `{owner}` has both `@computed` and `@{directive}`",
+                    "the server sets a time attribute itself; remove one of the two",
+                )
 
     def type_ref(self, node: ast.TypeNode) -> tuple[TypeRef, ast.NamedTypeNode]:
         """The :class:`TypeRef` of a field type, and its named-type node."""

@@ -1,8 +1,8 @@
 """kiln's directives: where each may go, its arguments, and the names they give.
 
 ``@table``, ``@export`` and ``@sealed`` go on a type, ``@primaryKey``,
-``@indexed``, ``@unique``, ``@createdTime``, ``@updatedTime`` and
-``@relationship`` on a field. The
+``@indexed``, ``@unique``, ``@createdTime``, ``@updatedTime``,
+``@relationship`` and ``@computed`` on a field. The
 :class:`_DirectiveChecker` here checks a node's directives (known, in the right
 place, once each), their arguments (known, once each, strings) and the storage
 and export names they give; :class:`~kiln.schema.builder._Builder` builds on it
@@ -33,10 +33,13 @@ _FIELD_DIRECTIVES: dict[str, tuple[str, ...]] = {
     "createdTime": (),
     "updatedTime": (),
     "relationship": ("from", "to"),
+    "computed": ("version",),
 }
 # Directives whose arguments name an attribute, so they may be written unquoted
 # (`@relationship(from: ownerId)`, as in Harper) as well as quoted.
 _NAME_ARGUMENTS = frozenset({"relationship"})
+# Arguments that take a positive Int rather than a string: (directive, argument).
+_INT_ARGUMENTS = frozenset({("computed", "version")})
 
 _STORAGE_NAME = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 _EXPORT_NAME = re.compile(r"[A-Za-z0-9.-][A-Za-z0-9_.-]*", re.ASCII)
@@ -161,6 +164,9 @@ class _DirectiveChecker:
                     "keep one of them",
                 )
             value = argument.value
+            if (name, arg) in _INT_ARGUMENTS:
+                values[arg] = self.positive_int(name, arg, value)
+                continue
             if name in _NAME_ARGUMENTS and isinstance(value, ast.EnumValueNode):
                 values[arg] = value.value
                 continue
@@ -177,6 +183,21 @@ class _DirectiveChecker:
                 )
             values[arg] = value.value
         return values
+
+    def positive_int(self, directive: str, arg: str, value: ast.ValueNode) -> str:
+        """The text of a positive Int argument value; a :class:`SchemaError` for anything else."""
+        if isinstance(value, ast.IntValueNode) and int(value.value) >= 1:
+            return value.value
+        got = (
+            f"`{value.value}`"
+            if isinstance(value, ast.IntValueNode | ast.StringValueNode)
+            else _value_kind(value)
+        )
+        raise self.error(
+            value,
+            f"`@{directive}({arg}:)` expects a positive Int, got {got}",
+            f"write a whole number of 1 or more without quotes, e.g. `@{directive}({arg}: 2)`",
+        )
 
     def nested_directive_error(self, directive: str, owner: str, field: str) -> tuple[str, str]:
         if directive == "indexed":

@@ -62,6 +62,10 @@ class Attribute:
     line: int = 0
     column: int = 0
     unique: bool = False
+    computed: bool = False
+    """``@computed``: never stored; ``resources.py`` registers the function that derives it."""
+    computed_version: int = 0
+    """``@computed(version:)``; changing it rebuilds the attribute's index at start-up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +109,9 @@ class ObjectType:
 class TableDef:
     """A ``@table`` type: where its records are stored, how it is exported, its attributes.
 
-    ``attributes`` holds the stored attributes in declaration order and includes
-    the primary key (an implicit ``id: ID`` comes first). ``relationships`` holds
+    ``attributes`` holds the attributes in declaration order and includes the
+    primary key (an implicit ``id: ID`` comes first); the ``@computed`` ones among
+    them are never stored (see :attr:`computed`). ``relationships`` holds
     the virtual ``@relationship`` fields, which are not in ``attributes``: no
     record stores them and no index covers them.
     """
@@ -131,6 +136,8 @@ class TableDef:
     """The name of the ``@createdTime`` attribute, if any."""
     updated_time: str | None = field(init=False)
     """The name of the ``@updatedTime`` attribute, if any."""
+    computed: tuple[str, ...] = field(init=False)
+    """The names of the ``@computed`` attributes (never stored), in order."""
     primary_key_type: str = field(init=False)
     """The scalar type name of the primary key (``ID``, ``Int``, ...)."""
 
@@ -144,6 +151,7 @@ class TableDef:
             "unique": tuple(a.name for a in attributes if a.unique),
             "created_time": next((a.name for a in attributes if a.created_time), None),
             "updated_time": next((a.name for a in attributes if a.updated_time), None),
+            "computed": tuple(a.name for a in attributes if a.computed),
             "primary_key_type": self.attributes[self.primary_key].type.name,
         }
         for name, value in derived.items():

@@ -6,17 +6,20 @@ MessagePack map::
 
     {"name": "Dog", "state": "active", "primaryKey": ["id", "Int"],
      "attributes": {"id": "Int", "name": "String!", "breed": "String"},
-     "indexes": {"breed": "ready"}}
+     "indexes": {"breed": "ready"}, "computed": {"fullName": 1}}
 
 ``state`` is ``active`` or ``removed`` (the table left the schema; its stores are
 kept). An index is ``building`` from the moment kiln starts filling it until the
 transaction that writes its last entries marks it ``ready``, so an index found
-``building`` at start-up was interrupted and is built again.
+``building`` at start-up was interrupted and is built again. ``computed`` holds
+the ``@computed(version:)`` of each computed attribute: an index built with
+another version is built again (``computed`` is absent from entries written
+before kiln knew the directive).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import lmdb
@@ -61,6 +64,7 @@ class TableEntry:
     attributes: dict[str, str]
     indexes: dict[str, IndexState]
     state: TableState = "active"
+    computed: dict[str, int] = field(default_factory=dict)
 
     def stores(self) -> list[bytes]:
         """The names of every store this table owns: its records and its indexes."""
@@ -80,6 +84,9 @@ def describe(definition: TableDef, indexes: dict[str, IndexState]) -> TableEntry
         primary_key_type=definition.primary_key_type,
         attributes={name: str(a.type) for name, a in definition.attributes.items()},
         indexes=dict(indexes),
+        computed={
+            name: a.computed_version for name, a in definition.attributes.items() if a.computed
+        },
     )
 
 
@@ -162,6 +169,7 @@ class Catalog:
             "primaryKey": [entry.primary_key, entry.primary_key_type],
             "attributes": entry.attributes,
             "indexes": entry.indexes,
+            "computed": entry.computed,
         }
         txn.put(_PREFIX + entry.table.encode(), pack_value(value), db=self.store)
 
@@ -181,4 +189,5 @@ def _decode(table: str, raw: bytes | memoryview) -> TableEntry:
         attributes=dict(value["attributes"]),
         indexes=dict(value["indexes"]),
         state=value["state"],
+        computed=dict(value.get("computed", {})),
     )

@@ -5,8 +5,9 @@ already refused when the :class:`Database` opened):
 
 1. :func:`plan` compares the declared tables with the catalog, writing nothing.
 2. :func:`commit` applies the plan in one write transaction: it deletes the stores
-   of indexes no longer declared, marks new indexes ``building`` (``ready`` at once
-   on an empty table), marks tables that left the schema ``removed`` (their stores
+   of indexes no longer declared, marks new indexes, and those of ``@computed``
+   attributes whose version changed, ``building`` (``ready`` at once on an empty
+   table), marks tables that left the schema ``removed`` (their stores
    stay) and records the new attribute types.
 3. :func:`build_index` fills each ``building`` index from the records, a batch per
    transaction; the transaction of the last batch marks it ``ready``.
@@ -84,8 +85,10 @@ def plan(tables: list[TableDef], stored: dict[str, TableEntry]) -> Plan:
     for table in tables:
         old = stored.get(table.table)
         old_indexes = old.indexes if old is not None else {}
+        old_versions = old.computed if old is not None else {}
         indexes: dict[str, IndexState] = {
-            a: "ready" if old_indexes.get(a) == "ready" else "building" for a in table.indexed
+            a: "ready" if _still_ready(table, a, old_indexes, old_versions) else "building"
+            for a in table.indexed
         }
         entry = describe(table, indexes)
         entries[table.table] = entry
@@ -107,6 +110,16 @@ def plan(tables: list[TableDef], stored: dict[str, TableEntry]) -> Plan:
     return Plan(
         stored, entries, tuple(build), tuple(drop), tuple(retyped), tuple(removed), tuple(restored)
     )
+
+
+def _still_ready(
+    table: TableDef, attribute: str, indexes: dict[str, IndexState], versions: dict[str, int]
+) -> bool:
+    """Whether the stored index of ``attribute`` is complete and holds what it declares now."""
+    if indexes.get(attribute) != "ready":
+        return False
+    declared = table.attributes[attribute]
+    return not declared.computed or versions.get(attribute) == declared.computed_version
 
 
 def commit(database: Database, plan: Plan) -> list[tuple[str, str]]:

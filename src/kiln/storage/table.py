@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lmdb
@@ -32,10 +32,16 @@ class TableStore:
     """Reads and writes one table's records, keeping its indexes in step.
 
     Write methods take the writer's transaction; they never commit.
+
+    ``computed`` maps each ``@computed`` attribute to the function of the record
+    that derives it. Storage never imports ``resources.py``: :func:`kiln.app.load_app`
+    sets the functions it registered once it is imported, and the index of an
+    ``@indexed`` computed attribute holds what its function returns.
     """
 
     def __init__(self, definition: TableDef, env: lmdb.Environment):
         self.definition = definition
+        self.computed: dict[str, Callable[[Record], Any]] = {}
         self.primary = env.open_db(records_store(definition.table))
         self.indexes = {
             attribute: env.open_db(index_store(definition.table, attribute), dupsort=True)
@@ -100,10 +106,15 @@ class TableStore:
                 if raw is None:  # pragma: no cover - the index and the records move together
                     continue
                 record = decode_record(raw)[1]
-                held = record.get(attribute)
+                held = self.value(record, attribute)
                 if held == value or (isinstance(held, list) and value in held):
                     found.append(record)
         return found
+
+    def value(self, record: Record, attribute: str) -> Any:
+        """The value of ``attribute`` in ``record``: stored, or derived when it is computed."""
+        function = self.computed.get(attribute)
+        return record.get(attribute) if function is None else function(record)
 
     def next_integer_key(self, txn: lmdb.Transaction) -> int:
         """One more than the largest numeric primary key (1 for a table without one)."""
@@ -142,8 +153,8 @@ class TableStore:
         new: Record | None,
     ) -> None:
         for attribute, index in self.indexes.items():
-            old_terms = _index_terms(old.get(attribute)) if old is not None else set()
-            new_terms = _index_terms(new.get(attribute)) if new is not None else set()
+            old_terms = _index_terms(self.value(old, attribute)) if old is not None else set()
+            new_terms = _index_terms(self.value(new, attribute)) if new is not None else set()
             for term in old_terms - new_terms:
                 txn.delete(term, encoded_key, db=index)
             for term in new_terms - old_terms:
@@ -159,7 +170,7 @@ class TableStore:
         """Add the index entries of ``records`` (encoded key, record) for ``attribute``."""
         index = self.indexes[attribute]
         for encoded_key, record in records:
-            for term in _index_terms(record.get(attribute)):
+            for term in _index_terms(self.value(record, attribute)):
                 txn.put(term, encoded_key, db=index)
 
     def count(self, txn: lmdb.Transaction) -> int:

@@ -1,0 +1,210 @@
+"""``@computed`` attributes: the schema rules, the loading rules, and a real server deriving,
+selecting, indexing and refusing them; a changed ``version`` rebuilds the index at start-up.
+
+Computed attributes follow Harper's rule: left out of results unless ``select()`` names them.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import free_port, write_app
+from kiln.app import App, load_app
+from kiln.config import load_config
+from kiln.errors import SchemaError
+from kiln.schema import parse_schema
+from kiln.storage.operations import Put
+
+SCHEMA = """
+type Person @table @export {
+  id: Int @primaryKey
+  first: String!
+  last: String
+  fullName: String @computed(version: 1) @indexed
+  initials: String @computed
+}
+"""
+
+RESOURCES = """
+from kiln import tables
+
+
+@tables.Person.computed("fullName")
+def full_name(record):
+    return f"{record['first']} {record.get('last') or ''}".strip()
+
+
+@tables.Person.computed("initials")
+def initials(record):
+    return record["first"][:1] + (record.get("last") or "")[:1]
+"""
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_the_schema_declares_computed_attributes_with_a_version() -> None:
+    table = parse_schema(SCHEMA).tables["Person"]
+    assert table.computed == ("fullName", "initials")
+    assert table.indexed == ("fullName",)
+    assert table.attributes["fullName"].computed_version == 1
+    assert table.attributes["initials"].computed_version == 1
+    schema = parse_schema("type T @table { id: ID  a: Int @computed(version: 7) }")
+    assert schema.tables["T"].attributes["a"].computed_version == 7
+
+
+@pytest.mark.parametrize(
+    ("field", "message", "hint"),
+    [
+        ("key: ID @primaryKey @computed", "`@computed` on the primary key `key`", "stored"),
+        ("a: String @computed @unique", "both `@computed` and `@unique`", "@indexed"),
+        ("a: Long @computed @createdTime", "both `@computed` and `@createdTime`", "remove"),
+        ("a: Int @computed(version: 0)", "expects a positive Int, got `0`", "version: 2"),
+        ('a: Int @computed(version: "2")', "expects a positive Int, got `2`", "without quotes"),
+        ("a: Int @computed(v: 2)", "unknown argument `v` for `@computed`", "version"),
+    ],
+)
+def test_schema_mistakes(field: str, message: str, hint: str) -> None:
+    with pytest.raises(SchemaError) as raised:
+        parse_schema(f"type T @table {{\n  {field}\n}}")
+    assert message in raised.value.message
+    assert hint in (raised.value.hint or "")
+    assert raised.value.line == 2
+
+
+def test_an_implicit_id_cannot_be_computed() -> None:
+    with pytest.raises(SchemaError, match="`@computed` on the primary key `id`"):
+        parse_schema("type T @table { id: ID @computed  a: Int }")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def run_broken(tmp_path: Path, resources: str | None) -> str:
+    """Start ``kiln run`` on the module's schema with ``resources``; it must exit 2. Its output."""
+    app = write_app(tmp_path / "app", SCHEMA, resources=resources)
+    data, port = str(tmp_path / "data"), str(free_port())
+    done = subprocess.run(
+        [sys.executable, "-m", "kiln", "run", str(app), "--data", data, "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "Traceback" not in output
+    return output
+
+
+def test_registering_an_attribute_that_is_not_computed(tmp_path: Path) -> None:
+    resources = RESOURCES + '\n\n@tables.Person.computed("first")\ndef f(record):\n    return 1\n'
+    output = run_broken(tmp_path, resources)
+    assert re.search(r"resources\.py:15: Person\.computed\('first'\)", output), output
+    assert "does not declare @computed `first`" in output
+    assert "declare it as `first: String @computed`" in output
+    output = run_broken(tmp_path, RESOURCES.replace('computed("initials")', 'computed("inits")'))
+    assert re.search(r"resources\.py:10: .*has no attribute `inits`", output), output
+    assert "its computed attributes are `fullName`, `initials`" in output
+
+
+def test_a_computed_attribute_without_a_function(tmp_path: Path) -> None:
+    output = run_broken(tmp_path, RESOURCES.split('\n\n@tables.Person.computed("initials")')[0])
+    assert re.search(r"schema\.graphql:7:\d+: `Person\.initials` is @computed", output), output
+    assert "@tables.Person.computed('initials')" in output
+    output = run_broken(tmp_path / "bare", None)
+    assert "`Person.fullName` is @computed, but resources.py does not exist" in output
+
+
+# --------------------------------------------------------------------------- over HTTP
+
+
+def test_selected_computed_values_are_derived(http: httpx.Client) -> None:
+    assert http.put("/Person/1", json={"first": "Ann", "last": "Lee"}).status_code == 204
+    assert http.get("/Person/?id=1&select(id,fullName,initials)").json() == [
+        {"id": 1, "fullName": "Ann Lee", "initials": "AL"}
+    ]
+    assert http.get("/Person/?id=1&select(initials)").json() == ["AL"]
+    # not selected: left out, as Harper does; the record by id holds the stored attributes
+    assert http.get("/Person/?id=1").json() == [{"id": 1, "first": "Ann", "last": "Lee"}]
+    assert http.get("/Person/1").json() == {"id": 1, "first": "Ann", "last": "Lee"}
+
+
+def test_an_indexed_computed_attribute_drives_a_query_and_follows_writes(
+    http: httpx.Client,
+) -> None:
+    assert http.put("/Person/20", json={"first": "Bo", "last": "Ek"}).status_code == 204
+    explained = http.get("/Person/?fullName=Bo Ek&explain()").json()
+    assert explained["driver"]["attribute"] == "fullName"
+    assert http.get("/Person/?fullName=Bo Ek&select(id)").json() == [20]
+    # a condition on it without select() leaves it out of the results
+    assert http.get("/Person/?fullName=Bo Ek").json() == [{"id": 20, "first": "Bo", "last": "Ek"}]
+
+    assert http.patch("/Person/20", json={"last": "Berg"}).status_code == 204
+    assert http.get("/Person/?fullName=Bo Ek").json() == []
+    assert http.get("/Person/?fullName=Bo Berg&select(id,fullName)").json() == [
+        {"id": 20, "fullName": "Bo Berg"}
+    ]
+    assert http.put("/Person/20", json={"first": "Cy"}).status_code == 204
+    assert http.get("/Person/?fullName=Bo Berg").json() == []
+    assert http.get("/Person/?fullName=Cy&select(id)").json() == [20]
+    assert http.delete("/Person/?fullName=Cy").json() == {"deleted": 1}
+    assert http.get("/Person/20").status_code == 404
+
+
+def test_a_client_value_for_a_computed_attribute_is_refused(http: httpx.Client) -> None:
+    response = http.put("/Person/30", json={"first": "Di", "fullName": "Someone Else"})
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert "fullName" in error["message"]
+    assert "@computed" in error["message"]
+    assert http.get("/Person/30").status_code == 404
+
+
+# --------------------------------------------------------------------------- version
+
+
+def start(app_dir: Path, data_dir: Path) -> App:
+    config = load_config(app_dir, env={}, overrides={"storage.path": str(data_dir)})
+    return load_app(app_dir, config, progress=lambda *_: None)
+
+
+def test_a_new_version_rebuilds_the_index(tmp_path: Path) -> None:
+    app_dir, data_dir = tmp_path / "app", tmp_path / "data"
+    write_app(app_dir, SCHEMA, resources=RESOURCES)
+    app = start(app_dir, data_dir)
+    try:
+        people = [(1, {"first": "Ann", "last": "Lee"}), (2, {"first": "Bo", "last": "Ek"})]
+        app.writers["data"].execute_sync([Put("Person", k, r) for k, r in people])
+        store = app.databases["data"].tables["Person"]
+        with app.databases["data"].read() as txn:
+            assert [v for v, _k in store.index_entries(txn, "fullName")] == ["Ann Lee", "Bo Ek"]
+    finally:
+        app.close()
+
+    upper = RESOURCES.replace("return f\"{record['first']}", "return f\"{record['first'].upper()}")
+    write_app(app_dir, SCHEMA.replace("version: 1", "version: 2"), resources=upper)
+    app = start(app_dir, data_dir)
+    try:
+        store = app.databases["data"].tables["Person"]
+        with app.databases["data"].read() as txn:
+            assert [v for v, _k in store.index_entries(txn, "fullName")] == ["ANN Lee", "BO Ek"]
+        results = app.routes["Person"].records.search("fullName=BO Ek&select(id)")
+        assert list(results) == [2]
+    finally:
+        app.close()
+
+    # the same version again: nothing to rebuild, the index is kept as it is
+    write_app(app_dir, SCHEMA.replace("version: 1", "version: 2"), resources=RESOURCES)
+    app = start(app_dir, data_dir)
+    try:
+        store = app.databases["data"].tables["Person"]
+        with app.databases["data"].read() as txn:
+            assert [v for v, _k in store.index_entries(txn, "fullName")] == ["ANN Lee", "BO Ek"]
+    finally:
+        app.close()
