@@ -34,7 +34,7 @@ import httpx
 
 from bench.procs import ServerProcess, free_port
 from bench.rest import _AUTHORIZATION, _bare_process, _kiln_process, _progress, machine_info
-from bench.wrk import WrkError, WrkResult, find_wrk, run_wrk
+from bench.wrk import WrkResult, run_benchmark, run_wrk
 
 SCHEMA = """
 type Dog @table @export {
@@ -201,19 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.records < 100:
         parser.error("--records must be at least 100")
-    if find_wrk() is None:
-        print("error: wrk is not on PATH (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
-        return 2
-    try:
-        text = run(args)
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped and temporary files removed", file=sys.stderr)
-        return 130
-    except (RuntimeError, WrkError, httpx.HTTPError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(text, flush=True)
-    return 0
+    return run_benchmark(lambda: run(args), (httpx.HTTPError,))
 
 
 if __name__ == "__main__":

@@ -40,11 +40,10 @@ from bench.rest import (
     _combined,
     _kiln_process,
     _ms,
-    _terminate_as_exit,
     machine_info,
     seed_offline,
 )
-from bench.wrk import WrkError, WrkResult, find_wrk, run_wrk, warnings
+from bench.wrk import WrkResult, run_benchmark, run_wrk, warnings
 
 RESOURCES = """from kiln import tables
 
@@ -220,26 +219,10 @@ def run(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    if find_wrk() is None:
-        print("error: wrk is not on PATH (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
-        return 2
     if not (CLINIC / "schema.graphql").is_file():
         print(f"error: {CLINIC}/schema.graphql is missing", file=sys.stderr)
         return 2
-    try:
-        with _terminate_as_exit():
-            text = run(args)
-    except KeyboardInterrupt:
-        print("interrupted; server stopped and temporary files removed", file=sys.stderr)
-        return 130
-    except SystemExit:
-        print("terminated; server stopped and temporary files removed", file=sys.stderr)
-        raise
-    except (RuntimeError, WrkError, httpx.HTTPError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(text, flush=True)
-    return 0
+    return run_benchmark(lambda: run(args), (httpx.HTTPError,))
 
 
 if __name__ == "__main__":

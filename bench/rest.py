@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -50,7 +49,7 @@ import httpx
 import msgspec
 
 from bench.procs import ServerProcess, free_port
-from bench.wrk import WrkError, WrkResult, find_wrk, run_wrk, warnings
+from bench.wrk import WrkResult, run_benchmark, run_wrk, warnings
 
 ROOT = Path(__file__).resolve().parent.parent
 CLINIC = ROOT / "examples" / "clinic"
@@ -532,42 +531,12 @@ def run(args: argparse.Namespace) -> str:
         return report(args, seeding, results, info)
 
 
-@contextlib.contextmanager
-def _terminate_as_exit() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit for the duration, so cleanup runs as on Ctrl-C."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    if find_wrk() is None:
-        print("error: wrk is not on PATH (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
-        return 2
     if not (CLINIC / "schema.graphql").is_file():
         print(f"error: {CLINIC}/schema.graphql is missing", file=sys.stderr)
         return 2
-    try:
-        with _terminate_as_exit():
-            text = run(args)
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped and temporary files removed", file=sys.stderr)
-        return 130
-    except SystemExit:
-        print("terminated; servers stopped and temporary files removed", file=sys.stderr)
-        raise
-    except (RuntimeError, WrkError, httpx.HTTPError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(text, flush=True)
-    return 0
+    return run_benchmark(lambda: run(args), (httpx.HTTPError,))
 
 
 if __name__ == "__main__":

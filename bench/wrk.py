@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+import signal
 import subprocess
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,3 +154,42 @@ def warnings(results: Mapping[str, WrkResult]) -> list[str]:
                 f"timeout {result.timeouts}"
             )
     return lines
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit for the duration, so cleanup runs as on Ctrl-C."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_benchmark(run: Callable[[], str], failures: tuple[type[Exception], ...] = ()) -> int:
+    """Run a wrk benchmark and print its report; the process exit code.
+
+    2 when wrk is missing, 130 on Ctrl-C, 1 on a ``WrkError``, a ``RuntimeError`` or one of
+    ``failures``; SIGTERM exits after the same cleanup as Ctrl-C.
+    """
+    if find_wrk() is None:
+        print("error: wrk is not on PATH (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
+        return 2
+    try:
+        with _terminate_as_exit():
+            text = run()
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped and temporary files removed", file=sys.stderr)
+        return 130
+    except SystemExit:
+        print("terminated; servers stopped and temporary files removed", file=sys.stderr)
+        raise
+    except (RuntimeError, WrkError, *failures) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(text, flush=True)
+    return 0
