@@ -11,6 +11,7 @@ import pytest
 from kiln import config as config_module
 from kiln.config import (
     BOOL,
+    DURATION,
     MAP,
     PORT,
     SETTINGS,
@@ -20,7 +21,9 @@ from kiln.config import (
     HttpConfig,
     InvalidValue,
     LoggingConfig,
+    MqttConfig,
     QueryConfig,
+    RealtimeConfig,
     Setting,
     Source,
     StorageConfig,
@@ -70,7 +73,9 @@ def assert_defaults(cfg: Config, app_dir: Path) -> None:
         compression_threshold=1024,
     )
     assert cfg.storage == StorageConfig(path=app_dir.resolve() / ".kiln", map_size=256 * MiB)
-    assert cfg.logging == LoggingConfig(level="info")
+    assert cfg.logging == LoggingConfig(level="info", audit_retention=3 * 86400.0)
+    assert cfg.realtime.heartbeat == 15.0
+    assert cfg.mqtt.port == 1883
     assert cfg.warnings == ()
     for setting in SETTINGS:
         assert cfg.source(setting.key) == Source.DEFAULT == "default"
@@ -115,8 +120,16 @@ storage:
 query:
   allowScans: true
   maxSortRows: 500
+realtime:
+  subscriberQueue: 50
+  heartbeat: 5s
+mqtt:
+  port: 1884
+  payloadFormat: cbor
+  maxPacketSize: 64KiB
 logging:
   level: debug
+  auditRetention: 1h
 """,
     )
     assert cfg.http == HttpConfig(
@@ -128,6 +141,13 @@ logging:
     )
     assert cfg.storage == StorageConfig(path=tmp_path.resolve() / "data", map_size=1024**3)
     assert cfg.logging.level == "debug"
+    assert cfg.logging.audit_retention == 3600.0
+    assert (cfg.realtime.subscriber_queue, cfg.realtime.heartbeat) == (50, 5.0)
+    assert (cfg.mqtt.port, cfg.mqtt.payload_format, cfg.mqtt.max_packet_size) == (
+        1884,
+        "cbor",
+        65536,
+    )
     for setting in SETTINGS:
         assert cfg.source(setting.key) == "config.yaml"
 
@@ -308,6 +328,22 @@ def test_size_values(tmp_path: Path, value: object, expected: int) -> None:
     assert load(tmp_path, overrides={"http.maxBodySize": value}).http.max_body_size == expected
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(15, 15.0), (0.5, 0.5), ("15", 15.0), ("500ms", 0.5), ("10m", 600.0), ("3d", 259200.0)],
+)
+def test_duration_values(tmp_path: Path, value: object, expected: float) -> None:
+    assert DURATION.check(value) == expected
+    cfg = load(tmp_path, env={"KILN_LOGGING_AUDITRETENTION": str(value)})
+    assert cfg.logging.audit_retention == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, True, None, "", "3y", "d", "soon"])
+def test_duration_rejects(value: object) -> None:
+    with pytest.raises(InvalidValue):
+        DURATION.check(value)
+
+
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, None, "", "10XB", "MiB", "1.5GiB", "ten"])
 def test_size_rejects(value: object) -> None:
     with pytest.raises(InvalidValue):
@@ -445,7 +481,7 @@ def test_unknown_key_without_close_match_lists_section(tmp_path: Path) -> None:
     text = error(tmp_path, "qqqqqq: 1\n")
     assert text == (
         "config.yaml:1:1: unknown setting `qqqqqq`\n"
-        "  hint: the sections are: http, storage, query, logging"
+        "  hint: the sections are: http, storage, query, realtime, mqtt, logging"
     )
 
 
@@ -755,6 +791,8 @@ def test_keys_are_unique_and_match_section_fields() -> None:
         "http": HttpConfig,
         "storage": StorageConfig,
         "query": QueryConfig,
+        "realtime": RealtimeConfig,
+        "mqtt": MqttConfig,
         "logging": LoggingConfig,
     }
     expected = {

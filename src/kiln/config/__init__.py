@@ -14,7 +14,18 @@ value may be, :mod:`kiln.config.settings` lists the settings and the
 :class:`Config` that holds them, and :mod:`kiln.config.loader` reads them.
 """
 
-from kiln.config.kinds import BOOL, MAP, PORT, SIZE, STRING, InvalidValue, Kind, choice, directory
+from kiln.config.kinds import (
+    BOOL,
+    DURATION,
+    MAP,
+    PORT,
+    SIZE,
+    STRING,
+    InvalidValue,
+    Kind,
+    choice,
+    directory,
+)
 from kiln.config.loader import load_config
 from kiln.config.settings import (
     CONFIG_FILE,
@@ -24,7 +35,9 @@ from kiln.config.settings import (
     Config,
     HttpConfig,
     LoggingConfig,
+    MqttConfig,
     QueryConfig,
+    RealtimeConfig,
     Setting,
     Source,
     StorageConfig,
@@ -34,6 +47,7 @@ from kiln.config.settings import (
 __all__ = [
     "BOOL",
     "CONFIG_FILE",
+    "DURATION",
     "ENV_PREFIX",
     "MAP",
     "PORT",
@@ -46,7 +60,9 @@ __all__ = [
     "InvalidValue",
     "Kind",
     "LoggingConfig",
+    "MqttConfig",
     "QueryConfig",
+    "RealtimeConfig",
     "Setting",
     "Source",
     "StorageConfig",

@@ -174,6 +174,41 @@ SIZE = Kind(
 """A number of bytes: an integer, or a string with a unit (``"512KB"``, ``"10MiB"``)."""
 
 
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_TEXT = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)")
+_DURATION_HINT = 'units are ms, s, m, h and d, e.g. "15s" or "3d"; a bare number is seconds'
+
+
+def _parse_duration(text: str) -> float:
+    match = _DURATION_TEXT.fullmatch(text.strip())
+    if match is None:
+        raise InvalidValue(f"write a number and a unit; {_DURATION_HINT}")
+    number, unit = match.groups()
+    factor = _DURATION_UNITS.get(unit.lower() or "s")
+    if factor is None:
+        raise InvalidValue(f'unknown unit "{unit}"; {_DURATION_HINT}')
+    return _check_duration(float(number) * factor)
+
+
+def _check_duration(value: object) -> float:
+    if isinstance(value, str):
+        return _parse_duration(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidValue(f"write a number of seconds or a string with a unit; {_DURATION_HINT}")
+    if value <= 0:
+        raise InvalidValue("a duration must be more than 0")
+    return float(value)
+
+
+DURATION = Kind(
+    "duration",
+    'a duration, such as 15 (seconds), "500ms", "15s", "10m", "1h" or "3d"',
+    _check_duration,
+    parse_text=_parse_duration,
+)
+"""A length of time, held in seconds: a number, or a string with a unit (``"3d"``)."""
+
+
 def _check_map(value: object) -> Mapping[str, Any]:
     if value is None:
         return MappingProxyType({})

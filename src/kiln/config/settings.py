@@ -17,7 +17,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from kiln.config.kinds import BOOL, COUNT, PORT, SIZE, STRING, Kind, choice, directory
+from kiln.config.kinds import (
+    BOOL,
+    COUNT,
+    DURATION,
+    PORT,
+    SIZE,
+    STRING,
+    Kind,
+    choice,
+    directory,
+)
 
 CONFIG_FILE = "config.yaml"
 """The settings file's name inside the application folder."""
@@ -99,10 +109,49 @@ SETTINGS: tuple[Setting, ...] = (
         "The most records a query without limit() sorts in memory; above it, a 400.",
     ),
     Setting(
+        "realtime.subscriberQueue",
+        COUNT,
+        1000,
+        "Events one subscriber may have waiting; a subscriber that falls further behind is "
+        "closed with an error event, so it never slows writers or other subscribers.",
+    ),
+    Setting(
+        "realtime.heartbeat",
+        DURATION,
+        15.0,
+        "How often an idle Server-Sent Events stream gets a comment line, to keep proxies "
+        "from closing it.",
+    ),
+    Setting(
+        "mqtt.port",
+        PORT,
+        1883,
+        "The port the MQTT broker listens on (TCP), on http.host.",
+    ),
+    Setting(
+        "mqtt.payloadFormat",
+        choice("json", "cbor", "msgpack"),
+        "json",
+        "How MQTT payloads are read and written when a message has no MQTT 5 content type.",
+    ),
+    Setting(
+        "mqtt.maxPacketSize",
+        SIZE,
+        1 << 20,
+        "The largest MQTT packet accepted; a larger one closes its connection unread.",
+    ),
+    Setting(
         "logging.level",
         choice("debug", "info", "warning", "error"),
         "info",
         "The least severe level logged.",
+    ),
+    Setting(
+        "logging.auditRetention",
+        DURATION,
+        3 * 86400.0,
+        "How long audit log entries are kept for catch-up (startTime, previousCount, "
+        "Last-Event-ID); older ones are pruned in the background.",
     ),
 )
 """Every setting kiln reads, in the order docs and the ``config.yaml`` template list them."""
@@ -148,17 +197,43 @@ class QueryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RealtimeConfig:
+    """The ``realtime`` section."""
+
+    subscriber_queue: int
+    """``realtime.subscriberQueue``: the most events one subscriber may have waiting."""
+    heartbeat: float
+    """``realtime.heartbeat``: seconds between comment lines on an idle SSE stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    """The ``mqtt`` section."""
+
+    port: int
+    """``mqtt.port``: the broker's TCP port."""
+    payload_format: Literal["json", "cbor", "msgpack"]
+    """``mqtt.payloadFormat``: the payload format of messages without a content type."""
+    max_packet_size: int
+    """``mqtt.maxPacketSize``: the largest packet accepted, in bytes."""
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     """The ``logging`` section."""
 
     level: Literal["debug", "info", "warning", "error"]
     """``logging.level``: the least severe level logged."""
+    audit_retention: float
+    """``logging.auditRetention``: seconds audit log entries are kept."""
 
 
 _SECTIONS: dict[str, type] = {
     "http": HttpConfig,
     "storage": StorageConfig,
     "query": QueryConfig,
+    "realtime": RealtimeConfig,
+    "mqtt": MqttConfig,
     "logging": LoggingConfig,
 }
 """Each section's dataclass; a setting ``section.someKey`` is its field ``some_key``."""
@@ -180,6 +255,10 @@ class Config:
     """The ``storage.*`` settings."""
     query: QueryConfig
     """The ``query.*`` settings."""
+    realtime: RealtimeConfig
+    """The ``realtime.*`` settings."""
+    mqtt: MqttConfig
+    """The ``mqtt.*`` settings."""
     logging: LoggingConfig
     """The ``logging.*`` settings."""
     _values: Mapping[str, Any] = field(repr=False)
