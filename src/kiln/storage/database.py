@@ -150,7 +150,7 @@ class Database:
         self.tables: dict[str, TableStore] = {
             table.name: TableStore(table, self.env) for table in tables
         }
-        self.audit = AuditLog(self.env.open_db(_AUDIT_STORE))
+        self.audit = AuditLog(self.env.open_db(_AUDIT_STORE), self.catalog.store)
         with self.env.begin() as txn:
             clock.observe(self.audit.last_version(txn))
 

@@ -77,15 +77,44 @@ class DeleteMatching:
     select: Callable[[lmdb.Transaction], list[Key]]
 
 
-Write = Operation | DeleteMatching
-"""What a writer job holds: plain operations, and those that expand into some."""
+@dataclass(frozen=True, slots=True)
+class LogMessage:
+    """Log a message published to a record; no record changes (a message is not data)."""
+
+    entry: AuditEntry
 
 
-def expand(txn: lmdb.Transaction, write: Write) -> Sequence[Operation]:
-    """The plain operations ``write`` stands for in ``txn``: one ``Delete`` per key picked."""
+@dataclass(frozen=True, slots=True)
+class PruneLog:
+    """Delete up to ``limit`` of the oldest audit entries older than version ``before``."""
+
+    before: Version
+    limit: int
+
+
+Write = Operation | DeleteMatching | LogMessage | PruneLog
+"""What a writer job holds: record operations, those that expand into some, and log upkeep."""
+
+
+def perform(
+    database: Database, txn: lmdb.Transaction, write: Write, user: str | None
+) -> list[WriteResult]:
+    """Carry out ``write`` in ``txn``; the results of the record operations it made.
+
+    Raises:
+        KilnError: as :func:`apply`, before anything of that operation is written.
+    """
+    if isinstance(write, LogMessage):
+        database.audit.insert(txn, write.entry)
+        return []
+    if isinstance(write, PruneLog):
+        database.audit.prune(txn, write.before, write.limit)
+        return []
     if isinstance(write, DeleteMatching):
-        return [Delete(write.table, key) for key in write.select(txn)]
-    return (write,)
+        operations: Sequence[Operation] = [Delete(write.table, key) for key in write.select(txn)]
+    else:
+        operations = (write,)
+    return [apply(database, txn, operation, user)[0] for operation in operations]
 
 
 @dataclass(frozen=True, slots=True)

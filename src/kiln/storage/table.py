@@ -57,13 +57,20 @@ class TableStore:
         self, txn: lmdb.Transaction, after: bytes | None, limit: int
     ) -> list[tuple[bytes, Record]]:
         """Up to ``limit`` records in key order, starting after the encoded key ``after``."""
+        return [(key, record) for key, _version, record in self.scan_versioned(txn, after, limit)]
+
+    def scan_versioned(
+        self, txn: lmdb.Transaction, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, Version, Record]]:
+        """Like :meth:`scan`, with each record's version."""
         cursor = txn.cursor(db=self.primary)
         found = cursor.set_range(after) if after is not None else cursor.first()
         if found and after is not None and cursor.key() == after:
             found = cursor.next()
-        chunk: list[tuple[bytes, Record]] = []
+        chunk: list[tuple[bytes, Version, Record]] = []
         while found and len(chunk) < limit:
-            chunk.append((bytes(cursor.key()), decode_record(cursor.value())[1]))
+            version, record = decode_record(cursor.value())
+            chunk.append((bytes(cursor.key()), version, record))
             found = cursor.next()
         return chunk
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -22,7 +22,7 @@ import lmdb
 
 from kiln.errors import KilnError
 from kiln.storage.database import Database
-from kiln.storage.operations import DeleteMatching, Write, WriteResult, apply, expand
+from kiln.storage.operations import DeleteMatching, Write, WriteResult, perform
 
 log = logging.getLogger("kiln.writer")
 
@@ -76,6 +76,8 @@ class Writer:
     def __init__(self, database: Database, *, max_group: int = 512):
         self.database = database
         self.max_group = max_group
+        self.on_commit: Callable[[], None] | None = None
+        """Called on the writer thread after each durable commit (the change bus sets it)."""
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=self._run, name=f"kiln-writer-{database.name}", daemon=True
@@ -105,6 +107,10 @@ class Writer:
         if job.error is not None:
             raise job.error
         return cast(Receipt, job.receipt)
+
+    def submit(self, operations: Sequence[Write]) -> None:
+        """Queue ``operations`` without waiting for them; a failure is only logged."""
+        self._submit(_Job(operations, None, None))
 
     def close(self) -> None:
         """Commit every job already submitted, then stop the thread."""
@@ -152,6 +158,8 @@ class Writer:
             for job in group:
                 if job.error is None:
                     job.receipt = Receipt(job.results, txn_id)
+            if self.on_commit is not None:
+                self.on_commit()
         self._answer(group)
 
     def _apply_group(self, group: list[_Job]) -> int:
@@ -189,9 +197,7 @@ class Writer:
         target = self.database.env.begin(write=True, parent=txn) if nest else txn
         try:
             for write in job.operations:
-                for operation in expand(target, write):
-                    result, _entry = apply(self.database, target, operation, job.user)
-                    job.results.append(result)
+                job.results.extend(perform(self.database, target, write, job.user))
         except lmdb.MapFullError:
             if nest:
                 target.abort()
@@ -213,8 +219,10 @@ class Writer:
         for job in group:
             if job.done is not None:
                 job.done.set()
-            else:
+            elif job.loop is not None:
                 by_loop.setdefault(job.loop, []).append(job)
+            elif job.error is not None:  # submitted without waiting: nobody else will hear
+                log.error("a queued write failed: %s", job.error)
         for loop, jobs in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle, jobs)
