@@ -17,6 +17,8 @@ import httpx
 import pytest
 
 from conftest import ADMIN_AUTH, KilnServer
+from kiln.app import load_app
+from kiln.config import load_config
 from kiln.errors import Conflict, SchemaError
 from kiln.schema import parse_schema
 from kiln.storage import evolution
@@ -319,3 +321,38 @@ def test_adding_unique_to_a_stored_attribute_builds_its_index(tmp_path: Path) ->
         w.close()
     finally:
         db.close()
+
+
+def test_unique_over_stored_duplicates_refuses_to_start(tmp_path: Path) -> None:
+    """Values shared before ``@unique`` was added stop the start at the attribute's line."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "schema.graphql").write_text(
+        "type User @table @export {\n  id: Int @primaryKey\n  email: String @indexed\n}\n"
+    )
+    config = load_config(app)
+    first = load_app(app, config)
+    try:
+        writes = [Put("User", key, {"email": email}) for key, email in enumerate("aabcc", 1)]
+        first.writers["data"].execute_sync(writes)
+    finally:
+        first.close()
+    (app / "schema.graphql").write_text(
+        "type User @table @export {\n  id: Int @primaryKey\n  email: String @unique\n}\n"
+    )
+    with pytest.raises(SchemaError) as info:
+        load_app(app, config)
+    text = str(info.value)
+    assert text.startswith("schema.graphql:3:3: `User.email` is `@unique`, but stored records")
+    assert "'a' by 1, 2" in text and "'c' by 4, 5" in text and "'b'" not in text
+    assert "give those records distinct email values first" in text
+    # nothing was changed: the old schema still starts and serves every record
+    (app / "schema.graphql").write_text(
+        "type User @table @export {\n  id: Int @primaryKey\n  email: String @indexed\n}\n"
+    )
+    again = load_app(app, config)
+    try:
+        with again.databases["data"].read() as txn:
+            assert again.databases["data"].tables["User"].count(txn) == 5
+    finally:
+        again.close()

@@ -97,6 +97,31 @@ class TableStore:
                     return other
         return None
 
+    def shared_values(
+        self, txn: lmdb.Transaction, attribute: str, limit: int
+    ) -> list[tuple[Any, list[Key]]]:
+        """Up to ``limit`` values of ``attribute`` that several records hold, with their keys.
+
+        Walks each distinct index key once. Long values share a cut index key, so the
+        records under one of those are grouped by their full value.
+        """
+        found: list[tuple[Any, list[Key]]] = []
+        cursor = txn.cursor(db=self.indexes[attribute])
+        more = cursor.first()
+        while more and len(found) < limit:
+            if cursor.count() > 1:
+                term = bytes(cursor.key())
+                keys = [decode_key(encoded) for encoded in cursor.iternext_dup()]
+                cursor.set_key(term)  # back on the term, which the walk ran past
+                by_value: dict[Any, list[Key]] = {}
+                for key in keys:
+                    record = self.get(txn, key)
+                    if record is not None:
+                        by_value.setdefault(self.value(record[1], attribute), []).append(key)
+                found.extend((value, held) for value, held in by_value.items() if len(held) > 1)
+            more = cursor.next_nodup()
+        return found[:limit]
+
     def find(self, txn: lmdb.Transaction, attribute: str, value: Key) -> list[Record]:
         """The records whose indexed ``attribute`` is ``value`` (or, for a list, holds it).
 
