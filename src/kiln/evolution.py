@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from kiln.config import Config
-from kiln.errors import KilnError, ValidationError
+from kiln.errors import KilnError, SchemaError, ValidationError
 from kiln.schema import Schema, TableDef, load_schema
 from kiln.storage.catalog import record_count
 from kiln.storage.database import Database
@@ -83,18 +84,56 @@ def evolve(database: Database, schema: Schema, progress: Progress) -> list[tuple
         )
     for name in steps.restored:
         log.info("table %s is declared again: its stored records are served again", name)
-    if not steps.changes_catalog and not steps.build:  # steady state: nothing to write
-        return []
-    pending = commit(database, steps)
-    for table, attribute in steps.drop:
-        log.info("dropped the index of %s.%s: it is no longer @indexed", table, attribute)
     deferred = []
-    for name, attribute in pending:
-        if schema.tables[name].attributes[attribute].computed:
-            deferred.append((name, attribute))
-        else:
-            build_index(database, name, attribute, progress)
+    if steps.changes_catalog or steps.build:  # else the steady state: nothing to write
+        pending = commit(database, steps)
+        for table, attribute in steps.drop:
+            log.info("dropped the index of %s.%s: it is no longer @indexed", table, attribute)
+        for name, attribute in pending:
+            if schema.tables[name].attributes[attribute].computed:
+                deferred.append((name, attribute))
+            else:
+                build_index(database, name, attribute, progress)
+    for table in tables:
+        check_unique_values(database, table, schema.file, skip=deferred)
     return deferred
+
+
+def check_unique_values(
+    database: Database, table: TableDef, file: str, skip: Collection[tuple[str, str]] = ()
+) -> None:
+    """Refuse to start when the stored records of ``table`` break one of its ``@unique``.
+
+    A value is unique only if it was from the start: an attribute that became
+    ``@unique`` over records that share a value would let those records be, and
+    refuse every later write of the same value. Each unique index is walked once
+    (distinct values only), so this costs a fraction of a second per million records.
+
+    Raises:
+        SchemaError: at the attribute, naming the shared values and the keys holding them.
+    """
+    store = database.tables[table.name]
+    for attribute in table.unique:
+        if (table.name, attribute) in skip:
+            continue
+        with database.read() as txn:
+            shared = store.shared_values(txn, attribute, _EXAMPLES)
+        if not shared:
+            continue
+        declared = table.attributes[attribute]
+        examples = "; ".join(
+            f"{value!r} by {', '.join(repr(key) for key in keys[:_EXAMPLES])}"
+            + (" ..." if len(keys) > _EXAMPLES else "")
+            for value, keys in shared
+        )
+        raise SchemaError(
+            f"`{table.name}.{attribute}` is `@unique`, but stored records share values: {examples}",
+            file=file,
+            line=declared.line or None,
+            column=declared.column or None,
+            hint=f"give those records distinct {attribute} values first (remove `@unique`, "
+            f"start, PATCH or delete them, then add it again), or drop `@unique`",
+        )
 
 
 def _check_values(
