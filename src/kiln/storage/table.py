@@ -28,6 +28,20 @@ def _index_terms(value: Any) -> set[bytes]:
     return {term for term in map(index_term, items) if term is not None}
 
 
+def _same_terms(old: Any, new: Any) -> bool:
+    """Whether two values certainly index alike, judged without encoding them.
+
+    Equal values of the same types do (``1 == 1.0 == True`` are equal, but a
+    boolean is indexed apart from numbers, so types are compared too, element by
+    element for a list).
+    """
+    if old != new or type(old) is not type(new):
+        return False
+    if isinstance(old, list):
+        return all(type(a) is type(b) for a, b in zip(old, new, strict=True))
+    return True
+
+
 class TableStore:
     """Reads and writes one table's records, keeping its indexes in step.
 
@@ -185,8 +199,12 @@ class TableStore:
         new: Record | None,
     ) -> None:
         for attribute, index in self.indexes.items():
-            old_terms = _index_terms(self.value(old, attribute)) if old is not None else set()
-            new_terms = _index_terms(self.value(new, attribute)) if new is not None else set()
+            old_value = None if old is None else self.value(old, attribute)
+            new_value = None if new is None else self.value(new, attribute)
+            if _same_terms(old_value, new_value):
+                continue  # an unchanged value keeps its entries (most attributes of an update)
+            old_terms = _index_terms(old_value)
+            new_terms = _index_terms(new_value)
             for term in old_terms - new_terms:
                 txn.delete(term, encoded_key, db=index)
             for term in new_terms - old_terms:
