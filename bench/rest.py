@@ -74,8 +74,8 @@ TARGETS = {"kiln GET": 0.60, "kiln PUT": 0.25, "kiln PUT update": 0.25}
 
 ADMIN_USER = "bench"
 ADMIN_PASSWORD = "bench-password"
-"""Given to kiln as KILN_ADMIN_USER/PASSWORD and sent as Basic auth (ignored while kiln has no
-authentication), so the benchmark keeps measuring served requests, not 401s, once it has."""
+"""Given to kiln as KILN_ADMIN_USER/PASSWORD (the super user it creates at first start) and
+sent as Basic auth, so the benchmark measures served requests, not 401s."""
 
 _AUTHORIZATION = "Basic " + base64.b64encode(f"{ADMIN_USER}:{ADMIN_PASSWORD}".encode()).decode()
 

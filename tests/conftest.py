@@ -31,7 +31,10 @@ type Dog @table @export {
 """
 
 ADMIN_AUTH = ("admin", "admin-password")
-"""Credentials every test client sends; the security issue turns them into a real user."""
+"""Credentials every test client sends: the super user :class:`KilnServer` creates."""
+
+ADMIN_ENV = {"KILN_ADMIN_USER": ADMIN_AUTH[0], "KILN_ADMIN_PASSWORD": ADMIN_AUTH[1]}
+"""The variables that make ``kiln run`` add the :data:`ADMIN_AUTH` super user at first start."""
 
 
 def free_port() -> int:
@@ -65,14 +68,29 @@ class KilnServer:
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = None
     log_path: Path | None = None
+    mqtt_port: int = field(default_factory=free_port)
+    """The MQTT broker's TCP port (``mqtt.port``), kept across restarts."""
+    mqtt_ws_port: int = field(default_factory=free_port)
+    """The MQTT over WebSocket port (``mqtt.webSocketPort``), kept across restarts."""
 
     @property
     def url(self) -> str:
         """The base URL, without a trailing slash."""
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def mqtt_env(self) -> dict[str, str]:
+        """The variables giving the broker this server's ports (so servers never share 1883)."""
+        return {
+            "KILN_MQTT_PORT": str(self.mqtt_port),
+            "KILN_MQTT_WEBSOCKETPORT": str(self.mqtt_ws_port),
+        }
+
     def start(self, timeout: float = 20.0) -> None:
-        """Start the server and wait until ``/_health`` answers."""
+        """Start the server and wait until ``/_health`` answers.
+
+        The :data:`ADMIN_AUTH` super user is created unless ``env`` says otherwise.
+        """
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen(
@@ -90,7 +108,7 @@ class KilnServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 text=True,
-                env={**os.environ, **self.env},
+                env={**os.environ, **ADMIN_ENV, **self.mqtt_env, **self.env},
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from conftest import free_port, write_app
+from conftest import ADMIN_AUTH, ADMIN_ENV, free_port, write_app
 from kiln.cli import cli
 
 SCHEMA = """type Dog @table @export {
@@ -258,11 +258,12 @@ def test_env_port_banner_and_default_data_folder(tmp_path: Path, processes: list
     write_app(tmp_path / "app", SCHEMA)
     port = free_port()
     # run from tmp_path with a relative app path: data belongs in the app, not the cwd
-    server = Running(["app"], clean_env(KILN_HTTP_PORT=str(port)), tmp_path, tmp_path / "out.log")
+    env = clean_env(KILN_HTTP_PORT=str(port), **ADMIN_ENV)
+    server = Running(["app"], env, tmp_path, tmp_path / "out.log")
     processes.append(server)
     server.wait_ready(port)
 
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=ADMIN_AUTH, timeout=10) as http:
         assert http.put("/Dog/1", json={"name": "rex"}).status_code == 204
         assert http.get("/Dog/1").json() == {"id": 1, "name": "rex"}
 

@@ -17,6 +17,7 @@ from kiln.config import (
     SETTINGS,
     SIZE,
     STRING,
+    AuthenticationConfig,
     Config,
     HttpConfig,
     InvalidValue,
@@ -71,6 +72,7 @@ def assert_defaults(cfg: Config, app_dir: Path) -> None:
         max_body_size=10 * MiB,
         access_log=False,
         compression_threshold=1024,
+        cors=(),
     )
     assert cfg.storage == StorageConfig(path=app_dir.resolve() / ".kiln", map_size=256 * MiB)
     assert cfg.logging == LoggingConfig(level="info", audit_retention=3 * 86400.0)
@@ -114,17 +116,26 @@ http:
   maxBodySize: 512KB
   accessLog: true
   compressionThreshold: 2KiB
+  cors: [https://App.example.com, "http://localhost:3000"]
 storage:
   path: data
   mapSize: 1GiB
 query:
   allowScans: true
   maxSortRows: 500
+authentication:
+  tokenTimeout: 1h
+  refreshTokenTimeout: 2d
+  cacheTimeout: 5s
+  trustLoopback: true
+roles:
+  reader: {data: {Dog: {read: true}}}
 realtime:
   subscriberQueue: 50
   heartbeat: 5s
 mqtt:
   port: 1884
+  webSocketPort: 9928
   payloadFormat: cbor
   maxPacketSize: 64KiB
 logging:
@@ -138,7 +149,15 @@ logging:
         max_body_size=512_000,
         access_log=True,
         compression_threshold=2048,
+        cors=("https://app.example.com", "http://localhost:3000"),
     )
+    assert cfg.authentication == AuthenticationConfig(
+        token_timeout=3600.0,
+        refresh_token_timeout=2 * 86400.0,
+        cache_timeout=5.0,
+        trust_loopback=True,
+    )
+    assert dict(cfg.roles) == {"reader": {"data": {"Dog": {"read": True}}}}
     assert cfg.storage == StorageConfig(path=tmp_path.resolve() / "data", map_size=1024**3)
     assert cfg.logging.level == "debug"
     assert cfg.logging.audit_retention == 3600.0
@@ -476,12 +495,13 @@ def test_unknown_key_without_close_match_lists_section(tmp_path: Path) -> None:
     text = error(tmp_path, "http:\n  zzzzzz: 1\n")
     assert text == (
         "config.yaml:2:3: unknown setting `http.zzzzzz`\n"
-        "  hint: `http` holds: host, port, maxBodySize, accessLog, compressionThreshold"
+        "  hint: `http` holds: host, port, maxBodySize, accessLog, compressionThreshold, cors"
     )
     text = error(tmp_path, "qqqqqq: 1\n")
     assert text == (
         "config.yaml:1:1: unknown setting `qqqqqq`\n"
-        "  hint: the sections are: http, storage, query, realtime, mqtt, logging"
+        "  hint: the sections are: http, storage, query, realtime, mqtt, authentication, "
+        "roles, logging"
     )
 
 
@@ -616,7 +636,7 @@ def test_scalar_section(tmp_path: Path) -> None:
     assert text == (
         "config.yaml:3:7: `http` is a section and must be a map of settings, got 5\n"
         "  hint: write its settings indented below `http:`; "
-        "`http` holds: host, port, maxBodySize, accessLog, compressionThreshold"
+        "`http` holds: host, port, maxBodySize, accessLog, compressionThreshold, cors"
     )
 
 
@@ -778,7 +798,10 @@ def test_every_env_name_is_read(tmp_path: Path) -> None:
         if setting.env is None:
             continue
         default = setting.default
-        text = "" if default is None else str(default).lower()
+        if isinstance(default, tuple):
+            text = ",".join(default)
+        else:
+            text = "" if default is None else str(default).lower()
         cfg = load(tmp_path, env={setting.env: text})
         assert cfg.source(setting.key) == "environment"
         assert cfg.warnings == ()
@@ -793,17 +816,20 @@ def test_keys_are_unique_and_match_section_fields() -> None:
         "query": QueryConfig,
         "realtime": RealtimeConfig,
         "mqtt": MqttConfig,
+        "authentication": AuthenticationConfig,
         "logging": LoggingConfig,
     }
     expected = {
         (section, config_settings._attribute(rest))
         for section, _, rest in (key.partition(".") for key in keys)
+        if rest
     }
     actual = {
         (name, each.name) for name, cls in sections.items() for each in dataclasses.fields(cls)
     }
     assert actual == expected
-    assert {each.name for each in dataclasses.fields(Config)} >= set(sections)
+    top_level = {config_settings._attribute(key) for key in keys if "." not in key}
+    assert {each.name for each in dataclasses.fields(Config)} >= set(sections) | top_level
 
 
 def test_attribute_names() -> None:

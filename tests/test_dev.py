@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port, write_app
+from conftest import ADMIN_AUTH, ADMIN_ENV, free_port, write_app
 from kiln import dev
 from kiln.app import load_app
 from kiln.config import load_config
@@ -51,6 +51,7 @@ class Dev:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
         env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+        env.update(ADMIN_ENV)
         args = ["dev", str(app), "--port", str(self.port), "--data", str(data)]
         with log.open("w") as out:
             self.process = subprocess.Popen(
@@ -109,7 +110,7 @@ def running(tmp_path: Path) -> Iterator[Dev]:
 
 
 def test_reload_keeps_records_and_serves_the_new_schema(running: Dev) -> None:
-    with httpx.Client(base_url=running.url, timeout=10) as http:
+    with httpx.Client(base_url=running.url, auth=ADMIN_AUTH, timeout=10) as http:
         assert http.put("/Dog/1", json={"name": "rex"}).status_code == 204
         assert http.get("/Cat/").status_code == 404
 
@@ -124,7 +125,7 @@ def test_reload_keeps_records_and_serves_the_new_schema(running: Dev) -> None:
 
 
 def test_a_broken_schema_keeps_the_last_good_version(running: Dev) -> None:
-    with httpx.Client(base_url=running.url, timeout=10) as http:
+    with httpx.Client(base_url=running.url, auth=ADMIN_AUTH, timeout=10) as http:
         assert http.put("/Dog/2", json={"name": "fido"}).status_code == 204
 
         report = running.edit("schema.graphql", BROKEN)
@@ -141,7 +142,7 @@ def test_a_broken_schema_keeps_the_last_good_version(running: Dev) -> None:
 
 
 def test_a_broken_config_is_reported_and_ignored(running: Dev) -> None:
-    with httpx.Client(base_url=running.url, timeout=10) as http:
+    with httpx.Client(base_url=running.url, auth=ADMIN_AUTH, timeout=10) as http:
         assert http.put("/Dog/3", json={"name": "rex"}).status_code == 204
         report = running.edit("config.yaml", "http:\n  maxBodySize: lots\n")
         assert re.search(r"^error: config\.yaml:2:16: `http\.maxBodySize` expects", report, re.M)
@@ -166,7 +167,7 @@ def test_requests_during_reloads_are_answered(running: Dev) -> None:
     stop = threading.Event()
 
     def hammer() -> None:
-        with httpx.Client(base_url=running.url, timeout=10) as http:
+        with httpx.Client(base_url=running.url, auth=ADMIN_AUTH, timeout=10) as http:
             key = 0
             while not stop.is_set():
                 key += 1
@@ -238,7 +239,7 @@ class Greeting(Resource):
 
 
 def test_a_broken_resources_py_keeps_the_last_good_version(running: Dev) -> None:
-    with httpx.Client(base_url=running.url, timeout=10) as http:
+    with httpx.Client(base_url=running.url, auth=ADMIN_AUTH, timeout=10) as http:
         report = running.edit("resources.py", GREETING % "one")
         assert "serving the new version" in report, report
         assert "new /Greeting/" in report, report

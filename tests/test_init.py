@@ -60,7 +60,11 @@ def test_config_template_lists_every_setting_at_its_default(tmp_path: Path) -> N
 
     (tmp_path / "config.yaml").write_text(uncommented(template))
     loaded = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    flat = {f"{section}.{key}" for section, keys in loaded.items() for key in keys}
+    top_level = {setting.key for setting in SETTINGS if "." not in setting.key}
+    flat = set(top_level & set(loaded))
+    for section, keys in loaded.items():
+        if section not in top_level:
+            flat.update(f"{section}.{key}" for key in keys)
     assert flat == {setting.key for setting in SETTINGS}
 
     config = load_config(tmp_path, env={})
@@ -112,6 +116,18 @@ def test_the_generated_app_runs_and_serves_its_table(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "kiln run myapp" in done.stdout
+    assert "kiln user add admin --role super_user --app myapp" in done.stdout
+    add = ["add", "admin", "--role", "super_user", "--app", "myapp", "--password-stdin"]
+    added = subprocess.run(
+        [sys.executable, "-m", "kiln", "user", *add],
+        cwd=tmp_path,
+        input="a-long-password\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert added.returncode == 0, added.stderr
 
     port = free_port()
     log = tmp_path / "out.log"
@@ -134,7 +150,8 @@ def test_the_generated_app_runs_and_serves_its_table(tmp_path: Path) -> None:
                 break
             except httpx.TransportError:
                 time.sleep(0.05)
-        with httpx.Client(base_url=url, timeout=10) as http:
+        assert httpx.get(f"{url}/Dog/").status_code == 401
+        with httpx.Client(base_url=url, auth=("admin", "a-long-password"), timeout=10) as http:
             dog = {"name": "Rex", "breed": "lab", "birthday": "2020-05-01T00:00:00Z"}
             assert http.put("/Dog/1", json=dog).status_code == 204
             assert http.get("/Dog/1").json() == {**dog, "id": 1}

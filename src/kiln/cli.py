@@ -6,8 +6,9 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 import uvloop
@@ -15,8 +16,9 @@ from rich.console import Console
 from rich.text import Text
 
 from kiln.app import App
+from kiln.auth.accounts import Accounts, open_accounts
 from kiln.dev import develop
-from kiln.errors import KilnError
+from kiln.errors import ConfigError, KilnError
 from kiln.evolution import removed_table
 from kiln.scaffold import APP_FILES, create_app
 from kiln.serve import banner, open_app, read_config, serve
@@ -54,8 +56,7 @@ def run(
 ) -> None:
     """Serve the application in APP_DIR until interrupted."""
     app, _ = _start(app_dir, host, port, data, access_log)
-    uvloop.run(serve(app))
-    _exit_now()
+    _serve_until_stopped(lambda: serve(app))
 
 
 def _start(
@@ -78,6 +79,17 @@ def _start(
         raise typer.Exit(2) from None
     print(banner(app), flush=True)
     return app, overrides
+
+
+def _serve_until_stopped(server: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``server()`` on uvloop, then leave; exit 2 on a mistake found while starting
+    (an MQTT port set in the settings that is taken)."""
+    try:
+        uvloop.run(server())
+    except KilnError as error:
+        _report(error)
+        raise typer.Exit(2) from None
+    _exit_now()
 
 
 def _report(error: KilnError) -> None:
@@ -110,6 +122,7 @@ def init(
         raise typer.Exit(1) from None
     quoted = shlex.quote(str(app_dir))
     print(f"created {', '.join(str(path) for path in written)}")
+    print(f"add a user:   kiln user add admin --role super_user --app {quoted}")
     print(f"run it with:  kiln run {quoted}")
     print(f"or, to reload it on every change:  kiln dev {quoted}")
 
@@ -125,8 +138,7 @@ def dev(
     """Serve the application in APP_DIR like run, reloading it whenever its files change."""
     app, overrides = _start(app_dir, host, port, data, access_log)
     print(f"  watching {', '.join(APP_FILES)} for changes", flush=True)
-    uvloop.run(develop(app, overrides, _report))
-    _exit_now()
+    _serve_until_stopped(lambda: develop(app, overrides, _report))
 
 
 @cli.command()
@@ -158,6 +170,119 @@ def drop(
         raise typer.Exit(1)
     drop_table(config.storage.path, found, map_size=config.storage.map_size)
     print(f"deleted {what}")
+
+
+_T = TypeVar("_T")
+
+user_cli = typer.Typer(
+    no_args_is_help=True,
+    help="Manage the users of an app: add, list, passwd, role, remove. Works on the app's "
+    "data folder whether the app is stopped or running (a running server sees a change at "
+    "its next request).",
+)
+cli.add_typer(user_cli, name="user")
+
+UserName = Annotated[str, typer.Argument(help="The user's name.")]
+UserApp = Annotated[
+    Path, typer.Option("--app", help="The application folder (default: the current folder).")
+]
+UserData = Annotated[
+    Path | None, typer.Option("--data", help="The data folder (storage.path), if not the app's.")
+]
+PasswordStdin = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin", help="Read the password from the first line of standard input."
+    ),
+]
+
+
+@user_cli.command("add")
+def user_add(
+    name: UserName,
+    role: Annotated[str, typer.Option(help="Its role: super_user, or one config.yaml declares.")],
+    app: UserApp = Path("."),
+    data: UserData = None,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Add a user, asking for its password."""
+    with _accounts(app, data) as accounts:
+        user = _or_exit(lambda: accounts.add(name, _password(password_stdin), role))
+        print(f"added user {user.name} ({user.role}) in {accounts.store.path}")
+
+
+@user_cli.command("list")
+def user_list(app: UserApp = Path("."), data: UserData = None) -> None:
+    """List the users and their roles."""
+    with _accounts(app, data) as accounts:
+        users = accounts.users()
+        for user in users:
+            undeclared = accounts.roles is not None and user.role not in accounts.roles
+            note = "  (config.yaml declares no such role: it may do nothing)" if undeclared else ""
+            print(f"{user.name}\t{user.role}{note}")
+        if not users:
+            print(
+                f"no users in {accounts.store.path}; add one with `kiln user add NAME --role ...`"
+            )
+
+
+@user_cli.command("passwd")
+def user_passwd(
+    name: UserName,
+    app: UserApp = Path("."),
+    data: UserData = None,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Give a user a new password; its tokens and remembered logins stop working."""
+    with _accounts(app, data) as accounts:
+        _or_exit(lambda: accounts.passwd(name, _password(password_stdin)))
+        print(f"changed the password of {name}")
+
+
+@user_cli.command("role")
+def user_role(
+    name: UserName,
+    role: Annotated[str, typer.Argument(help="The new role.")],
+    app: UserApp = Path("."),
+    data: UserData = None,
+) -> None:
+    """Give a user another role."""
+    with _accounts(app, data) as accounts:
+        _or_exit(lambda: accounts.set_role(name, role))
+        print(f"{name} now has the role {role}")
+
+
+@user_cli.command("remove")
+def user_remove(name: UserName, app: UserApp = Path("."), data: UserData = None) -> None:
+    """Remove a user; its tokens and remembered logins stop working."""
+    with _accounts(app, data) as accounts:
+        _or_exit(lambda: accounts.remove(name))
+        print(f"removed user {name}")
+
+
+def _accounts(app: Path, data: Path | None) -> Accounts:
+    """The users of the app (or data folder); exit 2 on a mistake in its settings."""
+    try:
+        return open_accounts(app, data)
+    except KilnError as error:
+        _report(error)
+        raise typer.Exit(2 if isinstance(error, ConfigError) else 1) from None
+
+
+def _or_exit(action: Callable[[], _T]) -> _T:
+    """``action()``, or exit 1 after printing the mistake it raised."""
+    try:
+        return action()
+    except KilnError as error:
+        _report(error)
+        raise typer.Exit(1) from None
+
+
+def _password(from_stdin: bool) -> str:
+    """The new password: the first line of standard input, or asked for twice."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
 def main() -> None:

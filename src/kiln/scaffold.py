@@ -68,8 +68,33 @@ examples below to try them; `kiln dev` reloads on save.
 _CONFIG_HEADER = """\
 ## The settings of this app. Every key is optional; each line below shows its default.
 ## To change a setting, uncomment its line and its section's (delete the leading "#").
-## A KILN_* environment variable or a command-line option (kiln run --port ...) beats this file.\
+## A KILN_* environment variable or a command-line option (kiln run --port ...) beats this file.
+##
+## Every request to a table needs credentials (or an `anonymous` role, see `roles` below).
+## Add the first user, in this folder:   kiln user add admin --role super_user
+## (or start once with KILN_ADMIN_USER and KILN_ADMIN_PASSWORD set), then:
+##   curl -u admin localhost:9926/Dog/\
 """
+
+_EXAMPLES = {
+    "roles": """\
+## For example: anyone may read dogs; an editor may read, add and change them, but
+## sees and writes only name and breed (an attributes map is an allow-list):
+## roles:
+##   anonymous:
+##     data:                # the database (@table(database:), default data)
+##       Dog: {read: true}
+##   editor:
+##     data:
+##       Dog:
+##         read: true
+##         insert: true
+##         update: true
+##         attributes:
+##           name: {read: true}
+##           breed: {read: true, update: false}""",
+}
+"""Commented examples shown below a setting whose default says little (``roles: {}``)."""
 
 
 def create_app(directory: Path) -> list[Path]:
@@ -148,9 +173,13 @@ def _render(tree: dict[str, Any], depth: int, lines: list[str]) -> None:
     indent = "  " * depth
     for name, child in tree.items():
         if isinstance(child, Setting):
+            if depth == 0:
+                lines.append("")
             env = f" Env: {child.env}." if child.env else ""
             lines.append(f"#{indent} # {child.help}{env}")
             lines.append(f"#{indent} {name}: {_yaml_value(child)}")
+            if child.key in _EXAMPLES:
+                lines.append(_EXAMPLES[child.key])
         else:
             if depth == 0:
                 lines.append("")

@@ -4,7 +4,8 @@ A :class:`Kind` checks a value as YAML gives it, reads it from text (a
 ``KILN_*`` variable or a command-line option) and resolves it against the
 application folder; its parsers raise :class:`InvalidValue` with a hint when a
 value does not fit. The kinds are :data:`STRING`, :data:`BOOL`, :data:`PORT`,
-:data:`SIZE`, :data:`COUNT`, :data:`MAP`, and the families :func:`choice` and :func:`directory`.
+:data:`SIZE`, :data:`COUNT`, :data:`MAP`, :data:`ORIGINS`, and the families
+:func:`choice` and :func:`directory`.
 """
 
 from __future__ import annotations
@@ -219,6 +220,48 @@ def _check_map(value: object) -> Mapping[str, Any]:
 
 MAP = Kind("map", "a map", _check_map)
 """Any mapping (null reads as an empty one), checked by its user; it has no ``KILN_*`` variable."""
+
+
+_ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?", re.ASCII)
+_ORIGIN_HINT = (
+    'write each origin as scheme://host[:port] without a path, e.g. "https://app.example.com", '
+    'or "*" for any origin'
+)
+
+
+def _check_origins(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return _parse_origins(value)
+    if not isinstance(value, list | tuple):
+        raise InvalidValue(f"write a list of origins; {_ORIGIN_HINT}")
+    origins = []
+    for item in value:
+        if not isinstance(item, str):
+            raise InvalidValue(f"every origin is text; {_ORIGIN_HINT}")
+        origin = item.strip().lower()
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise InvalidValue(f'"{item}" is not an origin; {_ORIGIN_HINT}')
+        origins.append(origin)
+    return tuple(origins)
+
+
+def _parse_origins(text: str) -> tuple[str, ...]:
+    return _check_origins([part for part in text.split(",") if part.strip()])
+
+
+ORIGINS = Kind(
+    "origins",
+    'a list of origins, such as ["https://app.example.com"], or ["*"] for any',
+    _check_origins,
+    parse_text=_parse_origins,
+)
+"""Web origins (``scheme://host[:port]``, or ``*``), lower-cased; as text, comma-separated.
+
+>>> ORIGINS.check(["https://App.example.com:8443", "*"])
+('https://app.example.com:8443', '*')
+"""
 
 
 def choice(*options: str) -> Kind:

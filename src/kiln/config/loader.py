@@ -364,3 +364,34 @@ def _read_overrides(
                 hint=_bad_value_hint(setting, problem),
             ) from None
     return found
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def locate(app_dir: Path, path: Iterable[str], *, value: bool = False) -> tuple[int, int] | None:
+    """The 1-based (line, column) of the key ``path`` in ``APP_DIR/config.yaml``, if written there.
+
+    ``value`` gives the position of the key's value instead of the key. Used to point
+    an error found after loading (a role naming a table the schema lacks) at its line.
+
+    >>> locate(Path("/nonexistent"), ["http", "port"]) is None
+    True
+    """
+    try:
+        text = (app_dir / CONFIG_FILE).read_text(encoding="utf-8")
+        node: Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    found: Node | None = None
+    for name in path:
+        if not isinstance(node, MappingNode):
+            return None
+        pair = next((pair for pair in node.value if pair[0].value == name), None)
+        if pair is None:
+            return None
+        found, node = pair
+    if found is None or node is None:
+        return None
+    mark = (node if value else found).start_mark
+    return mark.line + 1, mark.column + 1

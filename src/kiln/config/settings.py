@@ -2,8 +2,8 @@
 
 :data:`SETTINGS` lists each :class:`Setting` (key, kind, default, help); its
 ``KILN_*`` variable comes from :func:`env_name`. The section dataclasses
-(:class:`HttpConfig`, :class:`StorageConfig`, :class:`QueryConfig`, :class:`LoggingConfig`) have a
-field per setting, and :class:`Config` groups them with where each value came
+(:class:`HttpConfig`, :class:`StorageConfig`, :class:`AuthenticationConfig`, ...) have
+a field per setting, and :class:`Config` groups them with where each value came
 from (a :class:`Source`). Reading the values is :mod:`kiln.config.loader`'s job.
 """
 
@@ -21,6 +21,8 @@ from kiln.config.kinds import (
     BOOL,
     COUNT,
     DURATION,
+    MAP,
+    ORIGINS,
     PORT,
     SIZE,
     STRING,
@@ -85,6 +87,13 @@ SETTINGS: tuple[Setting, ...] = (
         'Compress responses larger than this (gzip or brotli), in bytes or with a unit ("1KiB").',
     ),
     Setting(
+        "http.cors",
+        ORIGINS,
+        (),
+        "The web origins whose pages may call this server from a browser (CORS), such as "
+        '["https://app.example.com"], or ["*"] for any; empty: no cross-origin access.',
+    ),
+    Setting(
         "storage.path",
         directory(".kiln"),
         None,
@@ -129,6 +138,12 @@ SETTINGS: tuple[Setting, ...] = (
         "The port the MQTT broker listens on (TCP), on http.host.",
     ),
     Setting(
+        "mqtt.webSocketPort",
+        PORT,
+        9927,
+        "The port of MQTT over WebSocket (subprotocol mqtt), on http.host.",
+    ),
+    Setting(
         "mqtt.payloadFormat",
         choice("json", "cbor", "msgpack"),
         "json",
@@ -139,6 +154,40 @@ SETTINGS: tuple[Setting, ...] = (
         SIZE,
         1 << 20,
         "The largest MQTT packet accepted; a larger one closes its connection unread.",
+    ),
+    Setting(
+        "authentication.tokenTimeout",
+        DURATION,
+        86400.0,
+        "How long an access token from POST /_auth/token is valid.",
+    ),
+    Setting(
+        "authentication.refreshTokenTimeout",
+        DURATION,
+        30 * 86400.0,
+        "How long a refresh token is valid (it renews access tokens at POST /_auth/refresh).",
+    ),
+    Setting(
+        "authentication.cacheTimeout",
+        DURATION,
+        30.0,
+        "How long verified credentials are remembered, so a password is not checked (about "
+        "50 ms) on every request; a changed or removed user is seen at once regardless.",
+    ),
+    Setting(
+        "authentication.trustLoopback",
+        BOOL,
+        False,
+        "Treat requests from this machine (127.0.0.1, ::1) without credentials as a super "
+        "user. Only for single-user development machines.",
+    ),
+    Setting(
+        "roles",
+        MAP,
+        {},
+        "The roles users may have: per role, per database and table, the permissions read, "
+        "insert, update, delete and an optional attributes allow-list; a role named anonymous "
+        "applies to requests without credentials.",
     ),
     Setting(
         "logging.level",
@@ -174,6 +223,8 @@ class HttpConfig:
     """``http.accessLog``: whether to log one line per request."""
     compression_threshold: int
     """``http.compressionThreshold``: responses larger than this many bytes are compressed."""
+    cors: tuple[str, ...]
+    """``http.cors``: the origins allowed to make cross-origin requests (``*``: any)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +263,26 @@ class MqttConfig:
 
     port: int
     """``mqtt.port``: the broker's TCP port."""
+    web_socket_port: int
+    """``mqtt.webSocketPort``: the port of MQTT over WebSocket."""
     payload_format: Literal["json", "cbor", "msgpack"]
     """``mqtt.payloadFormat``: the payload format of messages without a content type."""
     max_packet_size: int
     """``mqtt.maxPacketSize``: the largest packet accepted, in bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticationConfig:
+    """The ``authentication`` section."""
+
+    token_timeout: float
+    """``authentication.tokenTimeout``: seconds an access token is valid."""
+    refresh_token_timeout: float
+    """``authentication.refreshTokenTimeout``: seconds a refresh token is valid."""
+    cache_timeout: float
+    """``authentication.cacheTimeout``: seconds verified credentials are remembered."""
+    trust_loopback: bool
+    """``authentication.trustLoopback``: loopback requests without credentials are super users."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +301,7 @@ _SECTIONS: dict[str, type] = {
     "query": QueryConfig,
     "realtime": RealtimeConfig,
     "mqtt": MqttConfig,
+    "authentication": AuthenticationConfig,
     "logging": LoggingConfig,
 }
 """Each section's dataclass; a setting ``section.someKey`` is its field ``some_key``."""
@@ -259,8 +327,12 @@ class Config:
     """The ``realtime.*`` settings."""
     mqtt: MqttConfig
     """The ``mqtt.*`` settings."""
+    authentication: AuthenticationConfig
+    """The ``authentication.*`` settings."""
     logging: LoggingConfig
     """The ``logging.*`` settings."""
+    roles: Mapping[str, Any]
+    """``roles``: the roles as written, read against the schema by :mod:`kiln.auth.roles`."""
     _values: Mapping[str, Any] = field(repr=False)
     _sources: Mapping[str, Source] = field(repr=False)
     warnings: tuple[str, ...] = ()

@@ -18,11 +18,16 @@ def _type_text(type_ref: TypeRef) -> str:
     return text + ("!" if type_ref.required else "")
 
 
-def describe_table(resource: Table) -> dict[str, Any]:
-    """The table's name, database, primary key, attributes and record count."""
+def describe_table(resource: Table, readable: frozenset[str] | None = None) -> dict[str, Any]:
+    """The table's name, database, primary key, attributes and record count.
+
+    ``readable`` names the attributes to describe (None: all), those a role may read.
+    """
     definition = resource.definition
     attributes = []
     for attribute in definition.attributes.values():
+        if readable is not None and attribute.name not in readable:
+            continue
         entry: dict[str, Any] = {
             "name": attribute.name,
             "type": _type_text(attribute.type),

@@ -1,0 +1,122 @@
+"""CORS (``http.cors``: preflights, headers on answers and errors, WebSocket origins) and
+``authentication.trustLoopback``, against real servers."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from conftest import ADMIN_AUTH, KilnServer, free_port, write_app
+from kiln.auth.cors import Cors
+
+SCHEMA = """
+type Dog @table @export {
+  id: Int @primaryKey
+  name: String!
+}
+"""
+
+ALLOWED = "https://app.example.com"
+CONFIG = f"http:\n  cors: [{ALLOWED}]\n"
+PREFLIGHT = {
+    "access-control-request-method": "PUT",
+    "access-control-request-headers": "authorization",
+}
+
+
+def test_origin_allowed_follows_the_list() -> None:
+    cors = Cors(["https://app.example.com", "http://localhost:3000"])
+    assert cors.origin_allowed("https://app.example.com")
+    assert cors.origin_allowed("HTTPS://APP.EXAMPLE.COM")
+    assert cors.origin_allowed("http://localhost:3000")
+    assert cors.origin_allowed(None)  # not a cross-origin request
+    for other in ("https://evil.example", "http://app.example.com", "null", ""):
+        assert not cors.origin_allowed(other)
+    assert Cors(["*"]).origin_allowed("https://anything.example")
+    assert not Cors([]).origin_allowed("https://app.example.com")
+    assert Cors([]).origin_allowed("http://127.0.0.1:9926", host="127.0.0.1:9926")  # its own page
+    assert not Cors([]).origin_allowed("http://127.0.0.1:9926", host="127.0.0.1:9927")
+
+
+def test_a_preflight_from_an_allowed_origin_is_answered(kiln_server: KilnServer) -> None:
+    response = httpx.options(
+        f"{kiln_server.url}/Dog/1", headers={"origin": ALLOWED, **PREFLIGHT}
+    )  # no credentials: browsers send none with a preflight
+    assert response.status_code == 204
+    headers = response.headers
+    assert headers["access-control-allow-origin"] == ALLOWED
+    assert "PUT" in headers["access-control-allow-methods"]
+    assert "authorization" in headers["access-control-allow-headers"]
+    assert headers["access-control-max-age"] == "600"
+    assert headers["vary"] == "Origin"
+
+
+def test_a_preflight_from_another_origin_gets_no_cors_headers(kiln_server: KilnServer) -> None:
+    response = httpx.options(
+        f"{kiln_server.url}/Dog/1", headers={"origin": "https://evil.example", **PREFLIGHT}
+    )
+    assert response.status_code == 204
+    assert not any(name.startswith("access-control-") for name in response.headers)
+
+
+def test_answers_and_errors_echo_an_allowed_origin(kiln_server: KilnServer) -> None:
+    url = f"{kiln_server.url}/Dog/"
+    ok = httpx.get(url, auth=ADMIN_AUTH, headers={"origin": ALLOWED})
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == ALLOWED
+    assert "etag" in ok.headers["access-control-expose-headers"]
+    assert "Origin" in ok.headers.get_list("vary")
+    refused = httpx.get(url, headers={"origin": ALLOWED})
+    assert refused.status_code == 401  # the page can read why
+    assert refused.headers["access-control-allow-origin"] == ALLOWED
+    other = httpx.get(url, auth=ADMIN_AUTH, headers={"origin": "https://evil.example"})
+    assert other.status_code == 200
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_websocket_from_another_origin_is_refused(kiln_server: KilnServer) -> None:
+    basic = httpx.BasicAuth(*ADMIN_AUTH)._auth_header
+    stored = httpx.put(f"{kiln_server.url}/Dog/1", json={"name": "Rex"}, auth=ADMIN_AUTH)
+    assert stored.status_code == 204
+    url = f"ws://127.0.0.1:{kiln_server.port}/Dog/1"
+    headers = {"Authorization": basic}
+    with connect(url, additional_headers=headers, origin="https://evil.example") as connection:
+        message = json.loads(connection.recv(timeout=5))
+        assert (message["type"], message["status"]) == ("error", 403)
+        assert "https://evil.example" in message["value"]
+    with connect(url, additional_headers=headers, origin=ALLOWED) as connection:
+        assert json.loads(connection.recv(timeout=5))["value"] == {"id": 1, "name": "Rex"}
+
+
+def test_without_http_cors_no_origin_is_allowed(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = tmp_path_factory.mktemp("no-cors")
+    server = KilnServer(write_app(root / "app", SCHEMA), root / "data", free_port())
+    server.start()
+    try:
+        response = httpx.get(f"{server.url}/Dog/", auth=ADMIN_AUTH, headers={"origin": ALLOWED})
+        assert response.status_code == 200
+        assert "access-control-allow-origin" not in response.headers
+        preflight = httpx.options(f"{server.url}/Dog/", headers={"origin": ALLOWED, **PREFLIGHT})
+        assert "access-control-allow-origin" not in preflight.headers
+    finally:
+        server.stop()
+
+
+def test_trust_loopback_makes_local_requests_super_users_and_says_so(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    root = tmp_path_factory.mktemp("loopback")
+    config = "authentication:\n  trustLoopback: true\n"
+    server = KilnServer(write_app(root / "app", SCHEMA, config), root / "data", free_port())
+    server.start()
+    try:
+        assert httpx.put(f"{server.url}/Dog/1", json={"name": "Rex"}).status_code == 204
+        assert httpx.get(f"{server.url}/Dog/1").json() == {"id": 1, "name": "Rex"}
+        wrong = httpx.get(f"{server.url}/Dog/1", auth=("admin", "wrong-password"))
+        assert wrong.status_code == 401  # credentials sent are still checked
+        assert "authentication.trustLoopback is on" in server.log()
+    finally:
+        server.stop()
