@@ -14,10 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port, write_app
+import kiln
+from conftest import ADMIN_AUTH, KilnServer, free_port, write_app
+from kiln import tables
 from kiln.app import App, load_app
 from kiln.config import load_config
-from kiln.errors import SchemaError
+from kiln.errors import ResourceError, SchemaError
+from kiln.loader import check_resources
 from kiln.schema import parse_schema
 from kiln.storage.operations import Put
 
@@ -135,6 +138,36 @@ def test_selected_computed_values_are_derived(http: httpx.Client) -> None:
     assert http.get("/Person/1").json() == {"id": 1, "first": "Ann", "last": "Lee"}
 
 
+def test_a_record_url_returns_the_computed_values_select_names(http: httpx.Client) -> None:
+    assert http.put("/Person/2", json={"first": "Cy", "last": "Ng"}).status_code == 204
+    plain = http.get("/Person/2")
+    assert plain.json() == {"id": 2, "first": "Cy", "last": "Ng"}  # stored attributes only
+    value = http.get("/Person/2?select(fullName)")
+    assert (value.status_code, value.json()) == (200, "Cy Ng")
+    assert value.headers["etag"] == plain.headers["etag"]  # derived from this record alone
+    assert http.get("/Person/2?select(first,fullName)").json() == {
+        "first": "Cy",
+        "fullName": "Cy Ng",
+    }
+    assert http.get("/Person/2?select(fullName,)").json() == {"fullName": "Cy Ng"}
+    assert http.get("/Person/2?select([id,initials])").json() == [2, "CN"]
+    assert http.get("/Person/2?select(id,last)").json() == {"id": 2, "last": "Ng"}
+    # the same shapes as the collection's
+    assert http.get("/Person/?id=2&select(fullName)").json() == ["Cy Ng"]
+    assert http.get("/Person/9999?select(fullName)").status_code == 404
+    nested = http.get("/Person/2?select(fullName{a})")  # checked as the collection's select
+    assert nested.status_code == 400
+    assert "not an object" in nested.json()["detail"]
+
+
+def test_a_selected_null_value_of_a_record_is_204(http: httpx.Client) -> None:
+    assert http.put("/Person/3", json={"first": "Di"}).status_code == 204
+    empty = http.get("/Person/3?select(last)")
+    assert (empty.status_code, empty.content) == (204, b"")
+    assert http.get("/Person/3?select(last,)").json() == {"last": None}
+    assert http.get("/Person/3?select(initials)").json() == "D"
+
+
 def test_an_indexed_computed_attribute_drives_a_query_and_follows_writes(
     http: httpx.Client,
 ) -> None:
@@ -206,5 +239,73 @@ def test_a_new_version_rebuilds_the_index(tmp_path: Path) -> None:
         store = app.databases["data"].tables["Person"]
         with app.databases["data"].read() as txn:
             assert [v for v, _k in store.index_entries(txn, "fullName")] == ["ANN Lee", "BO Ek"]
+    finally:
+        app.close()
+
+
+# --------------------------------------------------------------------------- written while loading
+
+SEEDING = (
+    RESOURCES
+    + """
+
+import os
+
+tables.Person.records.put(900, {"first": os.environ["SEED_FIRST"], "last": "Seed"})
+"""
+)
+
+
+def test_writes_made_while_resources_py_imports_are_indexed(tmp_path: Path) -> None:
+    app_dir = write_app(tmp_path / "app", SCHEMA, resources=SEEDING)
+    for first in ("Ann", "Bo"):  # the second start writes while the index is ready
+        server = KilnServer(app_dir, tmp_path / "data", free_port(), env={"SEED_FIRST": first})
+        server.start()
+        try:
+            with httpx.Client(base_url=server.url, auth=ADMIN_AUTH, timeout=10) as http:
+                query = f"/Person/?fullName={first} Seed&select(id,fullName)"
+                assert http.get(query).json() == [{"id": 900, "fullName": f"{first} Seed"}]
+                assert http.get("/Person/?fullName=Ann Seed").json() == (
+                    [] if first == "Bo" else [{"id": 900, "first": "Ann", "last": "Seed"}]
+                )
+        finally:
+            server.stop()
+
+
+def test_a_write_above_the_computed_function_is_refused(tmp_path: Path) -> None:
+    early = "from kiln import tables\n\ntables.Person.records.put(1, {'first': 'Ann'})\n"
+    output = run_broken(tmp_path, early + RESOURCES)
+    assert re.search(
+        r"resources\.py:3: Person\.fullName is @computed and @indexed, but no function "
+        r"derives it yet",
+        output,
+    ), output
+    assert "register `@tables.Person.computed('fullName')` in resources.py above" in output
+
+
+def test_a_reload_check_of_a_seeding_file_stops_at_its_first_records_use(tmp_path: Path) -> None:
+    resources = write_app(tmp_path / "app", SCHEMA, resources=SEEDING) / "resources.py"
+    check_resources(resources, parse_schema(SCHEMA))  # no storage: loading it does the rest
+    resources.write_text(SEEDING.replace("import os", "import os\n\nratio = 1 / 0"))
+    with pytest.raises(ResourceError, match="ZeroDivisionError"):
+        check_resources(resources, parse_schema(SCHEMA))
+
+
+def test_search_in_a_transaction_derives_computed_values_of_its_writes(tmp_path: Path) -> None:
+    app_dir, data_dir = tmp_path / "app", tmp_path / "data"
+    write_app(app_dir, SCHEMA, resources=RESOURCES)
+    app = start(app_dir, data_dir)
+    try:
+        people = tables.Person.records
+        people.put(1, {"first": "Ann", "last": "Lee"})
+        with kiln.transaction():
+            people.put(2, {"first": "Ann", "last": "Ek"})
+            people.patch(1, {"last": "Berg"})
+            assert list(people.search("fullName=sw=Ann&select(id,fullName)")) == [
+                {"id": 1, "fullName": "Ann Berg"},
+                {"id": 2, "fullName": "Ann Ek"},
+            ]
+            assert list(people.search("fullName=Ann Lee")) == []
+        assert list(people.search("fullName=sw=Ann&select(id)")) == [1, 2]
     finally:
         app.close()

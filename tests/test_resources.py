@@ -16,10 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import KilnServer, free_port, write_app
+from conftest import ADMIN_AUTH, KilnServer, free_port, write_app
 from kiln import Table, tables
+from kiln.app import App, load_app
+from kiln.config import load_config
 from kiln.errors import KilnError, UnknownTable
+from kiln.loader import check_resources
 from kiln.namespace import filled
+from kiln.schema import parse_schema
 
 SCHEMA = """
 type Dog @table @export {
@@ -27,6 +31,13 @@ type Dog @table @export {
   name: String!
   breed: String @indexed
   age: Int
+  ownerId: ID
+  owner: Owner @relationship(from: ownerId)
+}
+
+type Owner @table @export {
+  id: ID @primaryKey
+  name: String
 }
 """
 
@@ -102,6 +113,8 @@ class Kinds(Resource):
             return iter([{"n": 1}, {"n": 2}])
         if kind == "generator":
             return ({"n": n} for n in range(3))
+        if kind == "many":
+            return ({"n": n, "pad": "x" * 100} for n in range(2000))
         if kind == "response":
             return Response(202, {"X-Kind": "response"}, {"ok": True})
         if kind == "empty":
@@ -232,11 +245,21 @@ def test_a_value_is_200_in_the_negotiated_format(http: httpx.Client) -> None:
         ("/AsyncStream/", [{"n": 0}, {"n": 1}, {"n": 2}]),
     ],
 )
-def test_iterators_are_streamed(http: httpx.Client, path: str, expected: list[object]) -> None:
+def test_iterators_are_read_as_arrays(
+    http: httpx.Client, path: str, expected: list[object]
+) -> None:
     response = http.get(path)
     assert response.status_code == 200
     assert response.json() == expected
-    assert "content-length" not in response.headers  # sent as a stream
+    assert response.headers["content-length"]  # under one 64 KiB chunk: sent whole
+
+
+def test_a_long_iterator_is_streamed(http: httpx.Client) -> None:
+    response = http.get("/Kinds/many")
+    assert response.status_code == 200
+    assert response.headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in response.headers
+    assert [item["n"] for item in response.json()] == list(range(2000))
 
 
 def test_none_is_404_for_a_read_and_204_for_a_write(http: httpx.Client) -> None:
@@ -341,6 +364,23 @@ def test_a_permission_hook_saying_no_is_403(http: httpx.Client) -> None:
     assert http.put(f"/ReadOnlyDog/{key}", json={"name": "changed"}).status_code == 403
     assert http.delete(f"/ReadOnlyDog/{key}").status_code == 403
     assert http.get(f"/ReadOnlyDog/{key}").json()["name"] == "kept"
+
+
+def test_select_on_a_record_url_shapes_the_record(http: httpx.Client) -> None:
+    key = new_id()
+    assert http.put("/Owner/o-sel", json={"name": "Ann"}).status_code == 204
+    assert http.put(f"/Dog/{key}", json={"name": "rex", "ownerId": "o-sel"}).status_code == 204
+    etag = http.get(f"/Dog/{key}").headers["etag"]
+    name = http.get(f"/Dog/{key}?select(name)")
+    assert (name.json(), name.headers["etag"]) == ("rex", etag)
+    assert http.get(f"/Dog/{key}?select(id,name)").json() == {"id": key, "name": "rex"}
+    assert http.get(f"/Dog/{key}?select([name,age])").json() == ["rex", None]
+    nested = http.get(f"/Dog/{key}?select(name,owner{{name}})")
+    assert nested.json() == {"name": "rex", "owner": {"name": "Ann"}}
+    assert "etag" not in nested.headers  # the answer holds another record too
+    assert http.get(f"/Dog/{key}?select(owner)").json() == {"id": "o-sel", "name": "Ann"}
+    cached = http.get(f"/Dog/{key}?select(id,name)", headers={"If-None-Match": etag})
+    assert cached.status_code == 304
 
 
 # --------------------------------------------------------------------------- kiln.tables
@@ -458,3 +498,112 @@ def test_a_seam_method_with_the_wrong_signature(tmp_path: Path, method: str, exp
     output = run_broken(tmp_path, resources)
     assert re.search(expected, output), output
     assert "hint: define it as `def" in output
+
+
+# --------------------------------------------------------------------------- the app folder
+
+HELPERS = """
+from lib.names import title
+
+GREETING = "hello from helpers"
+
+
+def shout(text):
+    return title(text).upper() + "!"
+"""
+
+IMPORTING = """
+from helpers import GREETING, shout
+
+from kiln import Resource
+
+
+class Greeter(Resource):
+    def get(self, target):
+        from lib.names import title  # imported when a request runs, not at load
+
+        return {"greeting": GREETING, "shout": shout(target.id), "title": title(target.id)}
+"""
+
+
+def write_importing_app(directory: Path, greeting: str = "hello from helpers") -> Path:
+    """An app whose resources.py imports helpers.py and the package lib/ beside it."""
+    write_app(directory, DOG, resources=IMPORTING)
+    (directory / "helpers.py").write_text(HELPERS.replace("hello from helpers", greeting))
+    (directory / "lib").mkdir(exist_ok=True)
+    (directory / "lib" / "__init__.py").write_text("")
+    (directory / "lib" / "names.py").write_text("def title(text):\n    return text.title()\n")
+    return directory
+
+
+def test_resources_py_imports_the_modules_beside_it(tmp_path: Path) -> None:
+    server = KilnServer(write_importing_app(tmp_path / "app"), tmp_path / "data", free_port())
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, auth=ADMIN_AUTH, timeout=10) as http:
+            assert http.get("/Greeter/ann lee").json() == {
+                "greeting": "hello from helpers",
+                "shout": "ANN LEE!",
+                "title": "Ann Lee",
+            }
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
+
+
+def greeting_of(app: App) -> str:
+    """The GREETING the app's resources.py imported from its helpers.py."""
+    return vars(sys.modules[type(app.routes["Greeter"]).__module__])["GREETING"]
+
+
+def test_each_load_imports_the_folders_modules_anew_and_close_forgets_them(
+    tmp_path: Path,
+) -> None:
+    first = write_importing_app(tmp_path / "first", "first app")
+    second = write_importing_app(tmp_path / "second", "second app")
+
+    def load(directory: Path) -> App:
+        config = load_config(directory, env={}, overrides={"storage.path": str(tmp_path / "d")})
+        return load_app(directory, config, progress=lambda *_: None)
+
+    with filled({}):
+        for directory, expected in ((first, "first app"), (second, "second app")):
+            app = load(directory)
+            try:
+                assert greeting_of(app) == expected
+                assert sys.path[0] == str(directory.resolve())
+            finally:
+                app.close()
+            assert str(directory.resolve()) not in sys.path
+            assert not {"helpers", "lib", "lib.names"} & set(sys.modules)
+        # a reload (kiln dev closes the app, then loads it again) reads the changed helper
+        (first / "helpers.py").write_text(HELPERS.replace("hello from helpers", "edited, longer"))
+        app = load(first)
+        try:
+            assert greeting_of(app) == "edited, longer"
+        finally:
+            app.close()
+
+
+def test_a_check_while_the_app_is_loaded_reads_the_changed_helpers(tmp_path: Path) -> None:
+    app_dir = write_importing_app(tmp_path / "app")
+    config = load_config(app_dir, env={}, overrides={"storage.path": str(tmp_path / "data")})
+    with filled({}):
+        app = load_app(app_dir, config, progress=lambda *_: None)
+        try:
+            # kiln dev checks an edit of resources.py and helpers.py before it reloads
+            (app_dir / "helpers.py").write_text(HELPERS + "\nADDED = 1\n")
+            resources = app_dir / "resources.py"
+            resources.write_text("from helpers import ADDED\n" + IMPORTING)
+            check_resources(resources, parse_schema(DOG))
+            assert sys.path[0] == str(app_dir.resolve())  # still the running app's
+        finally:
+            app.close()
+
+
+def test_checking_resources_leaves_sys_path_as_it_was(tmp_path: Path) -> None:
+    app_dir = write_importing_app(tmp_path / "app")
+    before = list(sys.path)
+    check_resources(app_dir / "resources.py", parse_schema(DOG))
+    assert sys.path == before
+    assert "helpers" not in sys.modules

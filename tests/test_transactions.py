@@ -39,6 +39,11 @@ type Log @table(database: "logs") {
   id: Int @primaryKey
   text: String
 }
+
+type Audit @table @export {
+  id: Int @primaryKey
+  text: String @indexed
+}
 """
 
 RESOURCES = """
@@ -49,9 +54,48 @@ class Adopt(Resource):
     async def post(self, target, data):
         tables.Owner.records.put(data["owner"], {"name": data["name"]})
         tables.Dog.records.put(data["dog"], {"name": data["dogName"]})
-        if data.get("fail"):
+        if data.pop("fail", False):
             raise RuntimeError("adoption failed after both writes")
         return {"adopted": data["dog"]}
+
+
+def _audit(text):
+    tables.Audit.records.create({"text": text})
+
+
+def _fail(failing):
+    if failing:
+        raise RuntimeError("audited write failed after both writes")
+
+
+class AuditedDog(tables.Dog):
+    async def post(self, target, data):
+        failing = data.pop("fail", False)
+        _audit(f"post-{data.pop('tag')}")
+        answer = await super().post(target, data)
+        _audit(f"posted-{answer.headers['Location'].rsplit('/', 1)[1]}")
+        _fail(failing)
+        return answer
+
+    async def put(self, target, data):
+        failing = data.pop("fail", False)
+        _audit(f"put-{data.pop('tag')}")
+        await super().put(target, data)
+        _fail(failing)
+
+    async def patch(self, target, data):
+        _audit(f"patch-{data.pop('tag')}")
+        await super().patch(target, data)
+
+    async def delete(self, target):
+        _audit(f"delete-{target.id or 'query'}")
+        return await super().delete(target)
+
+
+class Census(Resource):
+    async def post(self, target, data):
+        tables.Dog.records.put(data["id"], {"name": data["name"], "breed": data["breed"]})
+        return [dog["id"] for dog in tables.Dog.records.search({"breed": data["breed"]})]
 """
 
 
@@ -177,3 +221,118 @@ def test_a_write_method_that_raises_stores_nothing(
     assert http.get("/Dog/102").status_code == 404
     assert http.get("/Owner/bob").status_code == 404
     assert "adoption failed" in kiln_server.log()
+
+
+# --------------------------------------------------------------------------- a table's own writes
+
+
+def audits(http: httpx.Client, text: str) -> list[str]:
+    """The texts of the audit records whose text is ``text``."""
+    return [audit["text"] for audit in http.get(f"/Audit/?text={text}").json()]
+
+
+def test_super_post_commits_with_the_methods_other_writes(http: httpx.Client) -> None:
+    created = http.post("/AuditedDog/", json={"id": 201, "name": "Rex", "tag": "p201"})
+    assert created.status_code == 201
+    assert created.headers["location"] == "/AuditedDog/201"
+    assert created.json() == {"name": "Rex", "id": 201}
+    assert http.get("/Dog/201").json()["name"] == "Rex"
+    assert audits(http, "post-p201") == ["post-p201"]
+    assert audits(http, "posted-201") == ["posted-201"]
+    # generated keys land above every key the other tests name
+    assert http.put("/Dog/9000", json={"name": "High"}).status_code == 204
+    generated = http.post("/AuditedDog/", json={"name": "Nokey", "tag": "pgen"})
+    assert generated.status_code == 201
+    key = int(generated.headers["location"].rsplit("/", 1)[1])
+    assert key > 9000
+    assert generated.json() == {"name": "Nokey", "id": key}
+    assert http.get(f"/Dog/{key}").json()["name"] == "Nokey"
+    assert audits(http, "post-pgen") == ["post-pgen"]
+
+
+def test_a_method_raising_after_super_post_keeps_none_of_its_writes(http: httpx.Client) -> None:
+    body = {"id": 202, "name": "Max", "tag": "p202", "fail": True}
+    assert http.post("/AuditedDog/", json=body).status_code == 500
+    assert http.get("/Dog/202").status_code == 404
+    assert audits(http, "post-p202") == []
+    assert audits(http, "posted-202") == []
+
+
+def test_super_put_joins_the_transaction(http: httpx.Client) -> None:
+    body = {"name": "Ida", "tag": "u203", "fail": True}
+    assert http.put("/AuditedDog/203", json=body).status_code == 500
+    assert http.get("/Dog/203").status_code == 404
+    assert audits(http, "put-u203") == []
+    assert http.put("/AuditedDog/203", json={"name": "Ida", "tag": "u203"}).status_code == 204
+    assert http.get("/Dog/203").json()["name"] == "Ida"
+    assert audits(http, "put-u203") == ["put-u203"]
+
+
+def test_the_errors_of_a_joined_write_keep_their_status_and_undo_the_method(
+    http: httpx.Client,
+) -> None:
+    missing = http.patch("/AuditedDog/204", json={"name": "Nobody", "tag": "m204"})
+    assert missing.status_code == 404
+    assert http.get("/Dog/204").status_code == 404
+    assert audits(http, "patch-m204") == []
+
+    assert http.put("/Dog/205", json={"name": "Old"}).status_code == 204
+    stale = http.put(
+        "/AuditedDog/205", json={"name": "New", "tag": "s205"}, headers={"If-Match": '"1"'}
+    )
+    assert stale.status_code == 412
+    assert http.get("/Dog/205").json()["name"] == "Old"
+    assert audits(http, "put-s205") == []
+
+    taken = http.post("/AuditedDog/", json={"id": 205, "name": "Again", "tag": "c205"})
+    assert taken.status_code == 409
+    assert audits(http, "post-c205") == []
+
+    assert http.delete("/AuditedDog/206").status_code == 404
+    assert audits(http, "delete-206") == []
+    assert http.delete("/AuditedDog/205").status_code == 204
+    assert http.get("/Dog/205").status_code == 404
+    assert audits(http, "delete-205") == ["delete-205"]
+
+
+def test_super_delete_by_query_joins_the_transaction(http: httpx.Client) -> None:
+    for key in (207, 208):
+        put = http.put(f"/Dog/{key}", json={"name": "Q", "breed": "query-breed"})
+        assert put.status_code == 204
+    assert http.delete("/AuditedDog/?breed=query-breed").json() == {"deleted": 2}
+    assert http.get("/Dog/?breed=query-breed").json() == []
+    assert audits(http, "delete-query") == ["delete-query"]
+
+
+def test_a_plain_table_write_still_answers_its_etag(http: httpx.Client) -> None:
+    created = http.post("/Dog/", json={"id": 209, "name": "Plain"})
+    assert (created.status_code, created.headers["location"]) == (201, "/Dog/209")
+    assert created.headers["etag"] == http.get("/Dog/209").headers["etag"]
+
+
+# --------------------------------------------------------------------------- search sees its writes
+
+
+def test_search_in_a_transaction_sees_its_own_writes(app: App) -> None:
+    dogs = tables.Dog.records
+    dogs.put(1, {"name": "Rex", "breed": "lab", "age": 3})
+    dogs.put(2, {"name": "Fido", "breed": "lab", "age": 5})
+    dogs.put(3, {"name": "Max", "breed": "pug", "age": 1})
+    with kiln.transaction():
+        dogs.put(4, {"name": "Abe", "breed": "lab", "age": 4})
+        dogs.patch(3, {"breed": "lab"})
+        dogs.delete(2)
+        assert [d["id"] for d in dogs.search("breed=lab")] == [1, 3, 4]
+        assert list(dogs.search("breed=lab&sort(-age)&select(name)")) == ["Abe", "Rex", "Max"]
+        assert list(dogs.search("breed=lab&sort(name)&limit(2)&select(id)")) == [4, 3]
+        assert list(dogs.search({"breed": "pug"})) == []
+        assert [d["id"] for d in dogs.search("id=ge=1")] == [1, 3, 4]
+        # nothing is committed yet: a search outside the transaction sees the stored records
+        with app.databases["data"].read() as txn:
+            assert app.databases["data"].tables["Dog"].get(txn, 4) is None
+    assert [d["id"] for d in dogs.search("breed=lab")] == [1, 3, 4]
+
+
+def test_search_in_a_request_sees_the_requests_writes(http: httpx.Client) -> None:
+    body = {"id": 210, "name": "Census", "breed": "census-breed"}
+    assert http.post("/Census/", json=body).json() == [210]

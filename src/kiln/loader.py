@@ -13,6 +13,11 @@ its line in ``resources.py`` and the fix: an exception while importing (a
 them), a seam method whose parameters are not the seam's, two classes (or a
 class and a schema table) claiming one route. :func:`check_computed` refuses a
 ``@computed`` attribute that ``resources.py`` gives no function.
+
+The app folder is importable from ``resources.py`` (``from helpers import x`` for a
+``helpers.py`` beside it): it is first on ``sys.path`` from the import until
+:func:`unload_resources` (when the app closes). Each import of ``resources.py``
+first forgets the modules the folder provided before, so a reload reads them anew.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 from kiln.errors import KilnError, ResourceError, UnknownTable
 from kiln.namespace import filled
@@ -97,7 +103,8 @@ def check_resources(path: Path, schema: Schema) -> None:
     """Import ``path`` against ``schema``'s tables without storage, as a check before a reload.
 
     :data:`kiln.tables` holds storage-less table classes during the check and
-    the running app's afterwards.
+    the running app's afterwards. A file that uses ``records`` while it is imported
+    (seed data) is checked up to that line; loading it checks the rest.
 
     Raises:
         ResourceError: what :func:`load_resources` would raise.
@@ -111,14 +118,35 @@ def check_resources(path: Path, schema: Schema) -> None:
                 "schema": schema,
                 "path": table.export_name or name,
                 "computed_functions": {},
+                "records": _NoRecords(),
             },
         )
         for name, table in schema.tables.items()
     }
     taken = {table.export_name or table.name: table.name for table in schema.exported()}
+    serving = str(path.resolve().parent) in sys.path  # the running app's folder stays
     with filled(classes):
-        load_resources(path, taken)
+        try:
+            load_resources(path, taken)
+        except ResourceError as error:
+            if isinstance(error.__cause__, _StorageNeeded):
+                return
+            raise
+        finally:
+            if not serving:
+                unload_resources(path.parent)
     check_computed(schema, classes, path)
+
+
+class _StorageNeeded(Exception):
+    """``resources.py`` used ``records`` while :func:`check_resources` imported it."""
+
+
+class _NoRecords:
+    """``records`` of the storage-less classes of a check: using it ends the check."""
+
+    def __get__(self, instance: object, owner: type) -> NoReturn:
+        raise _StorageNeeded(f"{owner.__name__}.records has no storage during a check")
 
 
 def check_computed(schema: Schema, classes: Mapping[str, type[Table]], path: Path) -> None:
@@ -150,8 +178,44 @@ def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
+def unload_resources(directory: Path) -> None:
+    """Take the app folder ``directory`` off ``sys.path`` and forget the modules it provided
+    (its ``resources.py`` and what that imported from the folder)."""
+    folder = directory.resolve()
+    while str(folder) in sys.path:
+        sys.path.remove(str(folder))
+    _forget_modules(folder)
+
+
+def _forget_modules(folder: Path) -> None:
+    """Drop from ``sys.modules`` the modules imported from ``folder``: ``resources.py`` and
+    the modules and packages at its top level (not those of a virtualenv inside it)."""
+    for name, module in list(sys.modules.items()):
+        location = getattr(module, "__file__", None)
+        if location is None:  # a namespace package: the folder it stands for
+            location = next(iter(getattr(module, "__path__", None) or ()), None)
+        if not isinstance(location, str):
+            continue
+        try:
+            first = Path(location).relative_to(folder).parts[0]
+        except (ValueError, IndexError):
+            continue
+        top = name.partition(".")[0]
+        if first in (top, f"{top}.py") or name.startswith("kiln_resources_"):
+            del sys.modules[name]
+
+
 def _import(path: Path) -> ModuleType:
-    """Execute ``path`` as a new module; an exception becomes ``resources.py:LINE: message``."""
+    """Execute ``path`` as a new module; an exception becomes ``resources.py:LINE: message``.
+
+    Its folder goes first on ``sys.path`` (and stays), and the modules the folder
+    provided to an earlier import are forgotten, so they are read as they are now.
+    """
+    folder = path.parent
+    _forget_modules(folder)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    importlib.invalidate_caches()  # a helper module created since the last import is found
     name = f"kiln_resources_{next(_imports)}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:  # pragma: no cover - a .py path always has one

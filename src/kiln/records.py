@@ -17,14 +17,15 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from kiln.errors import BadRequest
+from kiln.errors import BadRequest, KilnError
 from kiln.query import Query, parse_query
 from kiln.query.binder import bind
 from kiln.query.executor import CHUNK, Results, Source
 from kiln.query.planner import plan_query
 from kiln.query.relationships import related_tables
 from kiln.schema import Schema, TableDef
-from kiln.storage.operations import Delete, Insert, Patch, Put
+from kiln.storage.keys import encode_key
+from kiln.storage.operations import Delete, Insert, Operation, Patch, Put, WriteResult
 from kiln.transaction import current, run_alone
 from kiln.types import Key, Record, Version
 from kiln.validation import validate_record
@@ -54,14 +55,87 @@ def validated(
 
 def search(table: type[Table], query: Query, *, estimate: bool = False) -> Results:
     """The records of ``table`` matching the bound ``query``, streamed in short read
-    transactions (what :meth:`kiln.resource.Table.search` runs)."""
+    transactions (what :meth:`kiln.resource.Table.search` runs).
+
+    In a transaction the results are as if its writes so far were committed: the
+    records it wrote replace the stored ones (related records are read as stored).
+    """
     read = table.database.read
     plan = plan_query(
-        query, table.definition, table.store, read, table.limits, estimate_all=estimate
+        query,
+        table.definition,
+        table.store,
+        read,
+        table.limits,
+        database=table.database,
+        estimate_all=estimate,
     )
     wanted = query.end if query.end is not None else CHUNK
     source = Source(table.store, read, first_chunk=max(1, wanted), database=table.database)
+    transaction = current()
+    if transaction is not None:
+        written = transaction.written(table.database, table.definition.name)
+        source.pending = {encode_key(key): record for key, record in written.items()}
     return Results(plan, source, table.limits.max_sort_rows)
+
+
+def generated_key(table: type[Table]) -> Key:
+    """A new key for ``table`` chosen before a commit: a UUID for ``ID``/``String`` keys,
+    else one more than the largest stored key or key pending in the current transaction.
+
+    Two transactions choosing at once may choose the same integer key; the later
+    commit then fails with :class:`~kiln.errors.Conflict`.
+    """
+    definition = table.definition
+    if definition.primary_key_type in ("ID", "String"):
+        return str(uuid.uuid4())
+    with table.database.read() as txn:
+        key = table.store.next_integer_key(txn)
+    transaction = current()
+    if transaction is not None:
+        for name, written in transaction.pending:
+            if name == definition.name and isinstance(written, int) and written >= key:
+                key = written + 1
+    return key
+
+
+def queue(table: type[Table], operation: Operation) -> bool:
+    """Add ``operation`` on ``table`` to the current transaction; False when there is none.
+
+    Raises:
+        TransactionError: the transaction has ended, or writes another database.
+    """
+    transaction = current()
+    if transaction is None:
+        return False
+    transaction.join(table.database, table.writer)
+    transaction.add(operation, _after(table, operation))
+    return True
+
+
+def _after(table: type[Table], operation: Operation) -> Record | None:
+    """The record ``operation`` leaves at its key as the transaction sees it; None for a
+    delete, and for a patch of a record the transaction cannot see."""
+    if isinstance(operation, Delete):
+        return None
+    if isinstance(operation, Patch):
+        before = Records(table).get(operation.key)
+        return None if before is None else {**before, **operation.changes}
+    return {**operation.record, table.definition.primary_key: operation.key}
+
+
+def _refuse_underived(table: type[Table]) -> None:
+    """Refuse a write that an ``@indexed`` ``@computed`` attribute could not index yet: its
+    function is not registered (a write at the top of resources.py, above the decorator)."""
+    definition = table.definition
+    for attribute in definition.computed:
+        if attribute in definition.indexed and attribute not in table.computed_functions:
+            raise KilnError(
+                f"{definition.name}.{attribute} is @computed and @indexed, but no function "
+                f"derives it yet, so this write to {definition.name} could not index it",
+                hint=f"register `@tables.{definition.name}.computed({attribute!r})` in "
+                f"resources.py above the code that writes {definition.name} records",
+            )
 
 
 def _url_value(value: Any) -> str:
@@ -102,8 +176,7 @@ class Records:
         """
         definition = self._table.definition
         data = validated(definition, self._table.schema, record, id, partial=False)
-        after = {**data, definition.primary_key: id}
-        self._write(Put(definition.name, id, data, if_version), after)
+        self._write(Put(definition.name, id, data, if_version))
 
     def create(self, record: Mapping[str, Any]) -> Key:
         """Add a new record; returns its key, the record's own or a generated one.
@@ -118,13 +191,10 @@ class Records:
         definition = self._table.definition
         data = validated(definition, self._table.schema, record, None, partial=False)
         key = data.pop(definition.primary_key, None)
-        if current() is None:
-            result = self._write(Insert(definition.name, key, data), None)
-            return result.key  # type: ignore[no-any-return]
-        if key is None:
-            key = self._new_key()
-        self._write(Insert(definition.name, key, data), {**data, definition.primary_key: key})
-        return key
+        if key is None and current() is not None:
+            key = generated_key(self._table)
+        result = self._write(Insert(definition.name, key, data))
+        return key if result is None else result.key
 
     def patch(
         self, id: Key, changes: Mapping[str, Any], *, if_version: Version | None = None
@@ -138,11 +208,7 @@ class Records:
         definition = self._table.definition
         data = validated(definition, self._table.schema, changes, id, partial=True)
         data.pop(definition.primary_key, None)
-        after = None
-        if current() is not None:
-            before = self.get(id)
-            after = None if before is None else {**before, **data}
-        self._write(Patch(definition.name, id, data, if_version), after)
+        self._write(Patch(definition.name, id, data, if_version))
 
     def delete(self, id: Key, *, if_version: Version | None = None) -> None:
         """Delete the record with key ``id``, which must exist.
@@ -151,15 +217,17 @@ class Records:
             NotFound: no such record (at commit, in a transaction).
             PreconditionFailed: ``if_version`` is not the stored version.
         """
-        self._write(Delete(self._table.definition.name, id, if_version), None)
+        self._write(Delete(self._table.definition.name, id, if_version))
 
     def search(self, query: str | Mapping[str, Any] | Query) -> Iterator[Any]:
-        """The committed records matching ``query``, as an iterator.
+        """The records matching ``query``, as an iterator.
 
         ``query`` is the URL syntax (``"breed=lab&age=gt=3&sort(name)"``), a dict of
         equality conditions (``{"breed": "lab", "age": 3}``, every one must hold), or
-        an unbound :class:`~kiln.query.Query`. Pending writes of the current
-        transaction are not seen.
+        an unbound :class:`~kiln.query.Query`. In a transaction it sees the writes the
+        transaction made before the call, as :meth:`get` does (the records of a
+        relationship are read as committed); the order is then made in memory, so
+        without ``limit()`` at most ``query.maxSortRows`` records may match.
 
         Raises:
             BadRequest: the query is malformed, names an unknown attribute, or no index
@@ -177,30 +245,15 @@ class Records:
         bound = bind(parsed, table.definition, table.schema, relationships=relationships)
         return search(table, bound)
 
-    def _new_key(self) -> Key:
-        table = self._table
-        definition = table.definition
-        if definition.primary_key_type in ("ID", "String"):
-            return str(uuid.uuid4())
-        with table.database.read() as txn:
-            key = table.store.next_integer_key(txn)
-        transaction = current()
-        if transaction is not None:
-            for name, written in transaction.pending:
-                if name == definition.name and isinstance(written, int) and written >= key:
-                    key = written + 1
-        return key
-
-    def _write(self, operation: Put | Insert | Patch | Delete, after: Record | None) -> Any:
+    def _write(self, operation: Operation) -> WriteResult | None:
         """Queue ``operation`` in the current transaction, or commit it alone; its result
         when committed alone."""
         table = self._table
-        transaction = current()
-        if transaction is None:
-            return run_alone(table.database, table.writer, operation, None)
-        transaction.join(table.database, table.writer)
-        transaction.add(operation, after)
-        return None
+        _refuse_underived(table)
+        if queue(table, operation):
+            return None
+        result: WriteResult = run_alone(table.database, table.writer, operation, None)
+        return result
 
 
 class RecordsAttribute:

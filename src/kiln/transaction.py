@@ -12,9 +12,10 @@ Reads go through short LMDB read transactions, one per ``get`` or ``search``
 chunk, never one held for the whole block (a read held open would keep the
 database's resize lock, which the writer needs to grow the map while this very
 block waits for it). So each read sees one consistent snapshot, but two reads
-may see different commits of other writers. ``records.get`` also sees this
-transaction's own pending writes (read-your-writes); ``records.search`` sees
-committed records only.
+may see different commits of other writers. ``records.get`` and
+``records.search`` also see this transaction's own pending writes
+(read-your-writes), without the server-set ``@createdTime``/``@updatedTime``
+until the commit; a search reads the records of a relationship as committed.
 
 A read-modify-write is last-writer-wins: another writer may change a record
 between your read and your commit. To refuse that, pass the version you read as
@@ -85,6 +86,13 @@ class Transaction:
             return
         if after is not None or isinstance(operation, Delete):
             self.pending[(operation.table, operation.key)] = after
+
+    def written(self, database: Database, table: str) -> dict[Key, Record | None]:
+        """The keys of ``table`` (in ``database``) this transaction wrote, with the record it
+        left at each (None: deleted)."""
+        if database is not self.database:
+            return {}
+        return {key: record for (name, key), record in self.pending.items() if name == table}
 
     def commit_sync(self) -> list[WriteResult]:
         """Apply every pending write as one writer job, blocking this thread until durable."""
