@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kiln.auth.roles import build_roles
+from kiln.auth.security import Security, open_security
+from kiln.auth.users import SYSTEM_FOLDER
 from kiln.config import Config
-from kiln.evolution import ProgressDisplay, evolve
-from kiln.loader import check_computed, load_resources
+from kiln.evolution import ProgressDisplay, check_unique_values, evolve
+from kiln.loader import check_computed, load_resources, unload_resources
+from kiln.mqtt.sessions import MQTT_FOLDER
 from kiln.namespace import fill
 from kiln.query.planner import Limits
+from kiln.realtime import ChangeBus
 from kiln.resource import Resource, table_class
 from kiln.scaffold import RESOURCES_FILE
 from kiln.schema import Schema, load_schema
@@ -33,13 +38,19 @@ class App:
     databases: dict[str, Database]
     writers: dict[str, Writer]
     routes: dict[str, Resource]
+    bus: ChangeBus
+    security: Security
 
     def close(self) -> None:
-        """Commit every pending write, stop the writers and close the databases."""
+        """End the subscriptions, commit every pending write, stop the writers, close
+        the databases and take the app folder off ``sys.path``."""
+        self.bus.close()
         for writer in self.writers.values():
             writer.close()
         for database in self.databases.values():
             database.close()
+        self.security.close()
+        unload_resources(self.directory)
 
 
 def load_app(directory: Path, config: Config, *, progress: Progress | None = None) -> App:
@@ -54,7 +65,8 @@ def load_app(directory: Path, config: Config, *, progress: Progress | None = Non
     uses any more is opened only to mark (and report) its tables removed. The
     index of an ``@computed`` attribute (new, or whose ``version`` changed) is the
     exception: its function lives in ``resources.py``, so it is built after that
-    is imported and the functions handed to the storage, before the app serves.
+    is imported, before the app serves (each ``@tables.X.computed`` registers its
+    function straight into the storage, so writes made while importing are indexed).
     A crash in between leaves it ``building`` in the catalog, built again next start.
 
     Args:
@@ -66,10 +78,12 @@ def load_app(directory: Path, config: Config, *, progress: Progress | None = Non
     Raises:
         SchemaError: ``schema.graphql`` is missing or wrong, or a table's primary key
             differs from the one its records are stored by; nothing has been written.
+        ConfigError: ``roles`` in ``config.yaml`` names what the schema does not have.
         ResourceError: ``resources.py`` failed to import, has a wrong class, or gives
             no function to a ``@computed`` attribute; the databases are closed again.
     """
     schema = load_schema(directory / "schema.graphql")
+    roles = build_roles(config, schema)
     clock = HybridClock()
     databases: dict[str, Database] = {}
     progress = progress or ProgressDisplay()
@@ -81,6 +95,7 @@ def load_app(directory: Path, config: Config, *, progress: Progress | None = Non
             pending = evolve(database, schema, progress)
             deferred.extend((database, table, attribute) for table, attribute in pending)
         _evolve_unused(schema, config, clock)
+        security = open_security(config, roles)
     except BaseException:
         for database in databases.values():
             database.close()
@@ -89,11 +104,20 @@ def load_app(directory: Path, config: Config, *, progress: Progress | None = Non
     for name, database in databases.items():
         writers[name] = Writer(database)
         writers[name].start()
-    app = App(directory, config, schema, databases, writers, {})
+    bus = ChangeBus(
+        databases,
+        writers,
+        clock,
+        max_queue=config.realtime.subscriber_queue,
+        retention=config.logging.audit_retention,
+    )
+    Resource.bus = bus  # one app per process, as kiln.tables
+    app = App(directory, config, schema, databases, writers, {}, bus, security)
     try:
         app.routes = _routes(directory, schema, config, databases, writers)
         for database, table, attribute in deferred:
             build_index(database, table, attribute, progress)
+            check_unique_values(database, schema.tables[table], schema.file)
     except BaseException:
         app.close()
         raise
@@ -123,8 +147,6 @@ def _routes(
         taken = {route: type(resource).__name__ for route, resource in routes.items()}
         routes.update(load_resources(resources, taken))
     check_computed(schema, classes, resources)
-    for name, cls in classes.items():
-        databases[cls.definition.database].tables[name].computed = dict(cls.computed_functions)
     return routes
 
 
@@ -147,7 +169,9 @@ def _evolve_unused(schema: Schema, config: Config, clock: HybridClock) -> None:
     if not root.is_dir():
         return
     for folder in sorted(root.iterdir()):
-        if folder.name in declared or not (folder / "data.mdb").is_file():
+        if folder.name in (*declared, SYSTEM_FOLDER, MQTT_FOLDER):
+            continue
+        if not (folder / "data.mdb").is_file():
             continue
         database = _open(folder.name, schema, config, clock)
         try:

@@ -31,6 +31,7 @@ from kiln.app import App, load_app
 from kiln.errors import KilnError
 from kiln.http.rest import RestHandler
 from kiln.loader import check_resources
+from kiln.mqtt.server import start_mqtt
 from kiln.scaffold import APP_FILES, RESOURCES_FILE, SCHEMA_FILE
 from kiln.schema import load_schema
 from kiln.serve import http_server, read_config
@@ -137,7 +138,8 @@ class Reloader:
             return
         moved = (config.http.host, config.http.port) != self._address
         old_routes = set(self.app.routes)
-        async with self.handler.paused():
+        self.app.bus.close()  # ends the open subscriptions (clients reconnect and resume), so
+        async with self.handler.paused():  # no stream holds up the pause
             await asyncio.to_thread(self.app.close)
             try:
                 self.app = await asyncio.to_thread(load_app, directory, config)
@@ -148,8 +150,10 @@ class Reloader:
                 else:
                     log.exception("opening the new version failed")
                 self.app = await asyncio.to_thread(load_app, self._last_good, self.app.config)
+                self.app.bus.start()
                 self.handler.handler = RestHandler(self.app)
                 return
+            self.app.bus.start()
             self._snapshot()
             self.handler.handler = RestHandler(self.app)
         logging.getLogger().setLevel(config.logging.level.upper())
@@ -205,7 +209,15 @@ async def develop(app: App, overrides: Mapping[str, object], report: Report) -> 
     """
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # each reload prints its own line
     reloader = Reloader(app, overrides, report)
-    server = http_server(reloader.handler, app.config.http)
+    server = http_server(
+        reloader.handler, app.config.http, before_stop=lambda: reloader.app.bus.close()
+    )
+    app.bus.start()
+    try:
+        mqtt = await start_mqtt(lambda: reloader.app)
+    except BaseException:
+        reloader.close()
+        raise
     stop = asyncio.Event()
     watching = asyncio.create_task(reloader.watch(stop))
     watching.add_done_callback(lambda _: server.stop())
@@ -216,5 +228,6 @@ async def develop(app: App, overrides: Mapping[str, object], report: Report) -> 
         try:
             await watching
         finally:
+            await mqtt.close()
             reloader.close()
             log.info("stopped; every acknowledged write is on disk")

@@ -11,25 +11,36 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, NamedTuple, cast
 
-from kiln.errors import BadRequest, Forbidden, KilnError, MethodNotAllowed, NotFound
+from kiln.auth.access import access_of, check_write, denied, readable_query
+from kiln.auth.roles import TableAccess, User
+from kiln.errors import BadRequest, KilnError, MethodNotAllowed, NotFound
 from kiln.keypath import key_to_segment, parse_key
-from kiln.query import Query
+from kiln.query import Query, Selection
 from kiln.query.binder import bind
-from kiln.query.executor import Results, matching_keys
+from kiln.query.executor import Results, matching_keys, selected
 from kiln.query.planner import Limits, plan_query
 from kiln.query.relationships import related_tables
-from kiln.records import RecordsAttribute, search, validated
+from kiln.realtime import ChangeBus, Event, Subscription, Topic
+from kiln.records import RecordsAttribute, generated_key, queue, search, validated
 from kiln.schema import Schema, TableDef
 from kiln.storage.database import Database
 from kiln.storage.keys import encode_key
-from kiln.storage.operations import Delete, DeleteMatching, Insert, Patch, Put, Write
+from kiln.storage.operations import (
+    Delete,
+    DeleteMatching,
+    Insert,
+    Operation,
+    Patch,
+    Put,
+    WriteResult,
+)
 from kiln.storage.table import TableStore
 from kiln.storage.writer import Writer
-from kiln.transaction import transaction
+from kiln.transaction import current, transaction
 from kiln.types import Key, Record, Version
 
 SEAM_METHODS = ("get", "put", "post", "patch", "delete")
@@ -41,6 +52,9 @@ PERMISSION_OF = {
     "post": "allow_insert",
     "patch": "allow_update",
     "delete": "allow_delete",
+    "subscribe": "allow_subscribe",
+    "connect": "allow_subscribe",
+    "publish": "allow_publish",
 }
 """Which permission hook guards each seam method."""
 
@@ -57,11 +71,12 @@ SIGNATURES = {
     "allow_insert": ("self", "target"),
     "allow_update": ("self", "target"),
     "allow_delete": ("self", "target"),
+    "allow_subscribe": ("self", "target"),
+    "allow_publish": ("self", "target"),
 }
-"""The one parameter list of each seam method and permission hook (``publish``,
-``subscribe`` and ``connect`` are reserved for the real-time protocols)."""
+"""The one parameter list of each seam method and permission hook."""
 
-_TARGET_ONLY = frozenset({"get", "delete"})
+_TARGET_ONLY = frozenset({"get", "delete", "subscribe"})
 _WRITES = frozenset({"put", "post", "patch", "delete"})
 _ALWAYS_STORABLE_LENGTH = 127
 """A string key this much shorter never exceeds LMDB's 511-byte key limit (4 bytes a char)."""
@@ -74,16 +89,34 @@ class Context(NamedTuple):
     dataclass because it is built on every request and costs a quarter as much.
     """
 
-    user: str | None
+    user: User | None
+    """Who asks: a name (None when anonymous) and a role; None without credentials when
+    no ``anonymous`` role is declared."""
     headers: Mapping[str, str]
     response_headers: dict[str, str]
+
+
+class SubscribeOptions(NamedTuple):
+    """Where a subscription starts: a replay from the audit log, or the current records.
+
+    ``since`` replays the events newer than that version (``startTime``,
+    ``Last-Event-ID``); ``previous_count`` the last that-many events; otherwise
+    the subscription starts with the current record(s) unless ``current`` is False.
+    """
+
+    since: Version | None = None
+    previous_count: int | None = None
+    current: bool = True
 
 
 class RequestTarget(NamedTuple):
     """What a request points at.
 
     ``id`` is the record's key, or None for the collection (``is_collection``) or
-    the resource itself. ``if_version`` carries an ``If-Match`` precondition.
+    the resource itself; for a collection subscription it may be an id prefix
+    ending in ``/`` (``/Dog/abc/`` listens to the ids that start with ``abc/``).
+    ``if_version`` carries an ``If-Match`` precondition and ``subscription`` the
+    start of a subscription.
     """
 
     path: str
@@ -92,11 +125,17 @@ class RequestTarget(NamedTuple):
     query: Query
     context: Context
     if_version: Version | None = None
+    subscription: SubscribeOptions = SubscribeOptions()
 
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """A result with its status and headers chosen by the resource; ``body`` is encoded."""
+    """A result with its status and headers chosen by the resource.
+
+    ``body`` is encoded in the negotiated format, except bytes or text sent with a
+    ``Content-Type`` header of the resource's own, which go out as they are (an
+    HTML page, an image).
+    """
 
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -111,28 +150,60 @@ class Resource:
     class name by default) and ``exported = False`` keeps a class off the
     routes; both apply to the class that sets them, not to its subclasses.
 
-    Permission hooks return True here, and tables do not override them yet: the
-    security issue fills them from roles.
+    Permission hooks allow any authenticated user here (a request with valid
+    credentials or token); override them to decide otherwise. Tables answer them
+    from the roles of ``config.yaml``.
     """
 
     path: ClassVar[str] = ""
     exported: ClassVar[bool] = True
+    bus: ClassVar[ChangeBus | None] = None
+    """The app's change bus, set when the app loads (one app per process)."""
 
     def allow_read(self, target: RequestTarget) -> bool:
         """May ``target.context.user`` read this?"""
-        return True
+        return _authenticated(target)
 
     def allow_insert(self, target: RequestTarget) -> bool:
         """May ``target.context.user`` create records here?"""
-        return True
+        return _authenticated(target)
 
     def allow_update(self, target: RequestTarget) -> bool:
         """May ``target.context.user`` change records here?"""
-        return True
+        return _authenticated(target)
 
     def allow_delete(self, target: RequestTarget) -> bool:
         """May ``target.context.user`` delete records here?"""
-        return True
+        return _authenticated(target)
+
+    def allow_subscribe(self, target: RequestTarget) -> bool:
+        """May ``target.context.user`` subscribe here (Server-Sent Events, WebSocket, MQTT)?"""
+        return _authenticated(target)
+
+    def allow_publish(self, target: RequestTarget) -> bool:
+        """May ``target.context.user`` publish messages here?"""
+        return _authenticated(target)
+
+    def subscribe(self, target: RequestTarget) -> Subscription:
+        """The messages published to ``target`` (a plain resource stores nothing to replay).
+
+        Override it to filter or enrich: return any (async) iterator of
+        :class:`~kiln.realtime.Event` objects or plain values (sent as messages).
+        """
+        return _bus(self).subscribe(_topic("/" + self.path, target), None)
+
+    def publish(self, target: RequestTarget, message: Any) -> None:
+        """Deliver ``message`` to the subscribers of ``target`` without storing anything."""
+        _bus(self).publish("/" + self.path, target.id, message, None)
+
+    def connect(self, target: RequestTarget, incoming: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """A two-way connection (WebSocket): what to send, given what the client sends.
+
+        By default: the subscription of ``target``, while each incoming message is
+        published to ``target`` (when :meth:`allow_publish` says yes). Override it
+        for chat, presence and other two-way apps.
+        """
+        return _two_way(self, target, incoming)
 
     def parse_id(self, text: str) -> Key:
         """The id named by the (percent-decoded) rest of the path after ``/<path>/``."""
@@ -151,27 +222,70 @@ async def invoke(resource: Resource, method: str, target: RequestTarget, data: A
 
     Raises:
         MethodNotAllowed: the resource does not define ``method``.
-        Forbidden: the permission hook said no.
+        Unauthorized: the permission hook said no to a request without credentials.
+        Forbidden: the permission hook said no to a user, or a table's write names an
+            attribute the user's role may not write.
 
-    A write method runs inside a transaction: the ``records`` writes it makes commit
-    together after it returns, or not at all if it raises.
+    A write method runs inside a transaction: the ``records`` writes it makes, and
+    those of a table's own methods it calls (``super().put(target, data)``), commit
+    together after it returns, or not at all if it raises. A table's own write method
+    called here directly is one writer job, so it runs without one.
     """
     handler = getattr(resource, method, None)
-    if handler is None or method not in SEAM_METHODS:
+    if handler is None or method not in PERMISSION_OF:
         raise MethodNotAllowed(
             f"{target.path} does not answer {method.upper()}",
             allow=resource.allowed_methods(target),
         )
-    hook = PERMISSION_OF[method]
-    if not getattr(resource, hook)(target):
-        raise Forbidden(f"{hook.removeprefix('allow_')} is not allowed on {target.path}")
+    authorize(resource, method, target)
     if method in _WRITES:
-        async with transaction(target.context.user):
+        if isinstance(resource, Table) and method != "delete":
+            permission = "insert" if method == "post" else "update"
+            user, table = target.context.user, resource.definition
+            check_write(user, table, permission, data, replaces=method == "put")
+        if getattr(handler, "__func__", None) in _OWN_WRITES:
+            return await _call(handler, method, target, data)
+        async with transaction(user_name(target)):
             return await _awaited(_call(handler, method, target, data))
     result = _call(handler, method, target, data)  # reads: no extra coroutine on the hot path
     if inspect.iscoroutine(result) or isinstance(result, asyncio.Future):
         return await result
     return result
+
+
+def authorize(resource: Resource, method: str, target: RequestTarget) -> None:
+    """Ask the permission hook guarding ``method`` (a seam method); refuse if it says no.
+
+    Raises:
+        Unauthorized: it said no to a request without credentials (``WWW-Authenticate``).
+        Forbidden: it said no to a user; the detail names the permission.
+    """
+    hook = PERMISSION_OF[method]
+    if not getattr(resource, hook)(target):
+        permission = hook.removeprefix("allow_")
+        if not isinstance(resource, Table):
+            raise denied(target.context.user, permission, target.path)
+        granted = _TABLE_PERMISSION.get(hook)  # subscribing reads; publishing updates
+        access = access_of(target.context.user, resource.definition.name)
+        if granted is not None and not getattr(access, granted):
+            permission = granted  # the role lacks it, rather than the hook refusing
+        raise denied(target.context.user, permission, f"`{resource.definition.name}`")
+
+
+_TABLE_PERMISSION = {"allow_subscribe": "read", "allow_publish": "update"}
+"""The role permission a table's real-time hooks stand for (what a refusal names)."""
+
+
+def user_name(target: RequestTarget) -> str | None:
+    """The name of the user ``target`` comes from, for the audit log; None if anonymous."""
+    user = target.context.user
+    return None if user is None else user.name
+
+
+def _authenticated(target: RequestTarget) -> bool:
+    """Whether the request proved who it is: a plain resource's default permission."""
+    user = target.context.user
+    return user is not None and user.name is not None
 
 
 def _call(handler: Any, method: str, target: RequestTarget, data: Any) -> Any:
@@ -203,7 +317,7 @@ class Table(Resource):
     (:mod:`kiln.records`)."""
     computed_functions: ClassVar[dict[str, Callable[[Record], Any]]]
     """The functions registered with :meth:`computed`, by attribute; one dict per table,
-    shared with its subclasses. :func:`kiln.app.load_app` hands them to the storage."""
+    shared with its subclasses and with its store (:func:`table_class`)."""
 
     @classmethod
     def computed(
@@ -254,23 +368,50 @@ class Table(Resource):
 
         return register
 
-    def get(self, target: RequestTarget) -> Record | Iterator[Record] | None:
+    def get(self, target: RequestTarget) -> Any:
         """The record at ``target.id``; for the collection, the query's results as a stream.
 
-        ``explain()`` in the query answers the plan and its counts instead.
+        ``explain()`` in the query answers the plan and its counts instead; ``select()``
+        on a record URL shapes the record as it shapes each record of a collection.
         """
         if target.is_collection:
             query = self._bound(target)
             if query.explain:
                 return self.search(query, estimate=True).explain()
-            return self.search(query)
+            results = self.search(query)
+            if query.select is None:
+                results.view = self._access(target).view
+            return results
+        if target.query.select is not None:
+            return self._selected(target)
         with self.database.read() as txn:
             found = self.store.get(txn, target.id)
         if found is None:
             return None
         version, record = found
         target.context.response_headers["ETag"] = f'"{version}"'
-        return record
+        return self._access(target).view(record)
+
+    def _selected(self, target: RequestTarget) -> Any:
+        """The record at ``target.id`` shaped by the URL's ``select()``, or None if absent.
+
+        Computed attributes it names are derived and relationships read, as for the
+        collection. The ETag is the record's unless the answer holds related records.
+        A selected value that is null answers 204: a 200 needs a body to encode.
+        """
+        relationships = related_tables(self.schema, self.definition)
+        query = self._readable(target, Query(select=target.query.select))  # conditions ignored
+        bound = bind(query, self.definition, self.schema, relationships=relationships)
+        selection = cast(Selection, bound.select)  # binding keeps the selection it was given
+        with self.database.read() as txn:
+            found = self.store.get(txn, target.id)
+            if found is None:
+                return None
+            version, record = found
+            result = selected(selection, self.store, self.database, txn, record)
+        if not any(item.name in self.definition.relationships for item in selection.fields):
+            target.context.response_headers["ETag"] = f'"{version}"'
+        return Response(204) if result is None else result
 
     async def put(self, target: RequestTarget, data: Any) -> None:
         """Replace the record at ``target.id`` with ``data`` (creating it if absent)."""
@@ -279,20 +420,32 @@ class Table(Resource):
         await self._write(Put(self.definition.name, key, record, target.if_version), target)
 
     async def post(self, target: RequestTarget, data: Any) -> Response:
-        """Create a record in the collection, with the key from ``data`` or a generated one."""
+        """Create a record in the collection, with the key from ``data`` or a generated one.
+
+        In a transaction a missing key is generated now, as ``records.create`` does, and
+        the answer has no ETag (the version exists once the transaction commits).
+        """
         if not target.is_collection:
             raise MethodNotAllowed(
                 f"POST creates records at the collection URL /{self.path}/, "
                 f"not at {target.path}; use PUT to write one record",
                 allow=self.allowed_methods(target),
             )
+        primary_key = self.definition.primary_key
         record = self._validated(data, None, partial=False)
-        key = record.pop(self.definition.primary_key, None)
+        key = record.pop(primary_key, None)
         if key is not None:
             self._addressable(key)
-        [result] = await self._write(Insert(self.definition.name, key, record), target)
+        elif current() is not None:
+            key = generated_key(type(self))  # the answer names it before the commit
+        results = await self._write(Insert(self.definition.name, key, record), target)
+        if not results:  # joined a transaction: the version exists once it commits
+            location = f"/{self.path}/{key_to_segment(key)}"
+            return Response(201, {"Location": location}, {**record, primary_key: key})
+        [result] = results
         location = f"/{self.path}/{key_to_segment(result.key)}"
-        return Response(201, {"Location": location, "ETag": f'"{result.version}"'}, result.record)
+        record = self._access(target).view(result.record)
+        return Response(201, {"Location": location, "ETag": f'"{result.version}"'}, record)
 
     async def patch(self, target: RequestTarget, data: Any) -> None:
         """Merge the attributes in ``data`` into the stored record at ``target.id``."""
@@ -304,7 +457,9 @@ class Table(Resource):
     async def delete(self, target: RequestTarget) -> dict[str, int] | None:
         """Delete the record at ``target.id``, or every record the collection's query matches.
 
-        A query's matches are chosen and deleted in one writer transaction.
+        A query's matches are chosen and deleted in one writer transaction; in a
+        transaction, they are chosen now (its own writes included) and deleted at its
+        commit, which fails with 404 if one of them is gone by then.
 
         Raises:
             BadRequest: a DELETE of the collection without conditions.
@@ -322,16 +477,84 @@ class Table(Resource):
                     hint="to delete every record on purpose, name them with a condition every "
                     f"record matches: DELETE /{self.path}/?{self._every_key()}",
                 )
-            plan = plan_query(query, self.definition, self.store, self.database.read, self.limits)
-            store, max_rows, database = self.store, self.limits.max_sort_rows, self.database
+            if current() is not None:
+                primary_key = self.definition.primary_key
+                keys = [found[primary_key] for found in self.search(replace(query, select=None))]
+                for key in keys:
+                    queue(type(self), Delete(self.definition.name, key))
+                return {"deleted": len(keys)}
+            database = self.database
+            plan = plan_query(
+                query, self.definition, self.store, database.read, self.limits, database=database
+            )
+            store, max_rows = self.store, self.limits.max_sort_rows
             write = DeleteMatching(
                 self.definition.name,
                 lambda txn: matching_keys(plan, store, txn, max_rows, database),
             )
-            return {"deleted": len(await self._write(write, target))}
+            receipt = await self.writer.execute([write], user_name(target))
+            return {"deleted": len(receipt.results)}
         key = self._record_key(target, "DELETE")
         await self._write(Delete(self.definition.name, key, target.if_version), target)
         return None
+
+    def subscribe(self, target: RequestTarget) -> Subscription | AsyncIterator[Event]:
+        """The changes of the record, id prefix or collection at ``target``, after its
+        current record(s) or a replay from the audit log (``target.subscription``).
+
+        A role that may read only some attributes gets every record event with the
+        others left out (messages are not records: they go out as published).
+        """
+        options = target.subscription
+        subscription = _bus(self).subscribe(
+            _topic(self.definition.name, target),
+            self.definition.database,
+            since=options.since,
+            previous_count=options.previous_count,
+            current=options.current,
+        )
+        access = access_of(target.context.user, self.definition.name)
+        if access.readable is None:
+            return subscription
+        return _viewed(subscription, access.view)
+
+    def publish(self, target: RequestTarget, message: Any) -> None:
+        """Deliver ``message`` to the subscribers of the record at ``target``; the record
+        stays as it is (the message is logged, not stored as data).
+
+        Raises:
+            MethodNotAllowed: ``target`` is not a record.
+        """
+        key = self._record_key(target, "publishing")
+        _bus(self).publish(self.definition.name, key, message, self.definition.database)
+
+    def allow_read(self, target: RequestTarget) -> bool:
+        """Whether the user's role grants ``read`` on this table (``roles`` in config.yaml)."""
+        return self._access(target).read
+
+    def allow_insert(self, target: RequestTarget) -> bool:
+        """Whether the user's role grants ``insert`` on this table."""
+        return self._access(target).insert
+
+    def allow_update(self, target: RequestTarget) -> bool:
+        """Whether the user's role grants ``update`` on this table."""
+        return self._access(target).update
+
+    def allow_delete(self, target: RequestTarget) -> bool:
+        """Whether the user's role grants ``delete`` on this table."""
+        return self._access(target).delete
+
+    def _access(self, target: RequestTarget) -> TableAccess:
+        """What the user of ``target`` may do with this table."""
+        return access_of(target.context.user, self.definition.name)
+
+    def allow_subscribe(self, target: RequestTarget) -> bool:
+        """Subscribing reads: it is allowed to whoever may read."""
+        return self.allow_read(target)
+
+    def allow_publish(self, target: RequestTarget) -> bool:
+        """Publishing a message to a record is allowed to whoever may change it."""
+        return self.allow_update(target)
 
     def _every_key(self) -> str:
         """A condition on the primary key that every record matches, as a URL query."""
@@ -358,7 +581,14 @@ class Table(Resource):
         """The collection query of ``target`` bound to this table, dot paths through its
         relationships."""
         relationships = related_tables(self.schema, self.definition)
-        return bind(target.query, self.definition, self.schema, relationships=relationships)
+        query = self._readable(target, target.query)
+        return bind(query, self.definition, self.schema, relationships=relationships)
+
+    def _readable(self, target: RequestTarget, query: Query) -> Query:
+        """``query`` checked against what the user may read, ``select()`` narrowed to it
+        (before binding, so that no error names a hidden attribute)."""
+        relationships = related_tables(self.schema, self.definition)
+        return readable_query(target.context.user, self.definition, relationships, query)
 
     def _record_key(self, target: RequestTarget, method: str) -> Key:
         if target.id is None:
@@ -371,9 +601,12 @@ class Table(Resource):
     def _validated(self, data: Any, key: Key | None, *, partial: bool) -> Record:
         return validated(self.definition, self.schema, data, key, partial=partial)
 
-    async def _write(self, operation: Write, target: RequestTarget) -> list[Any]:
-        receipt = await self.writer.execute([operation], target.context.user)
-        return receipt.results
+    async def _write(self, operation: Operation, target: RequestTarget) -> list[WriteResult]:
+        """Commit ``operation`` as one writer job, its results; in a transaction, add it
+        there instead (committed with the transaction's other writes) and return []."""
+        if queue(type(self), operation):
+            return []
+        return (await self.writer.execute([operation], user_name(target))).results
 
     def parse_id(self, text: str) -> Key:
         """The key named by ``text``, of the primary key's type.
@@ -424,6 +657,85 @@ class Table(Resource):
         return key
 
 
+def _bus(resource: Resource) -> ChangeBus:
+    bus = resource.bus
+    if bus is None:
+        raise KilnError(
+            f"{type(resource).__name__} has no change bus: real-time methods work in a "
+            "served app (kiln run, kiln dev)",
+        )
+    return bus
+
+
+def _topic(channel: str, target: RequestTarget) -> Topic:
+    """The topic a subscription target names: a record, an id prefix or the collection."""
+    if not target.is_collection:
+        return Topic(channel, target.id)
+    return Topic(channel, None, target.id if isinstance(target.id, str) else None)
+
+
+async def _viewed(
+    subscription: Subscription, view: Callable[[Record], Record]
+) -> AsyncIterator[Event]:
+    """The events of ``subscription`` with each record (and patch) narrowed by ``view``."""
+    try:
+        async for event in subscription:
+            if event.type in ("put", "patch", "delete") and isinstance(event.value, dict):
+                patch = None if event.patch is None else view(event.patch)
+                event = Event(event.type, event.id, event.version, view(event.value), patch)
+            yield event
+    finally:
+        subscription.close()
+
+
+async def _two_way(
+    resource: Resource, target: RequestTarget, incoming: AsyncIterator[Any]
+) -> AsyncIterator[Any]:
+    """The default :meth:`Resource.connect`: the subscription out, incoming messages published.
+
+    A message the user may not publish is answered with an ``error`` event; the
+    connection stays open.
+    """
+    outgoing = await _awaited(resource.subscribe(target))
+    merged: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)  # a slow client backs up outgoing
+    ended = object()
+
+    async def pump() -> None:
+        try:
+            async for event in outgoing:
+                await merged.put(event)
+        except Exception as error:  # a subscribe override failed: raised to the adapter
+            await merged.put(error)
+        await merged.put(ended)
+
+    async def forward() -> None:
+        async for message in incoming:
+            if resource.allow_publish(target):
+                resource.publish(target, message)
+            else:
+                refusal = f"publishing to {target.path} is not allowed"
+                await merged.put(Event("error", target.id, 0, refusal))
+
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(pump()), loop.create_task(forward())]
+    try:
+        while (event := await merged.get()) is not ended:
+            if isinstance(event, Exception):
+                raise event
+            yield event
+    finally:
+        for task in tasks:
+            task.cancel()
+        close = getattr(outgoing, "aclose", None)
+        if close is not None:
+            await close()
+
+
+_OWN_WRITES = frozenset({Table.put, Table.post, Table.patch, Table.delete})
+"""A table's own write methods: :func:`invoke` calls them without a transaction (each is
+one writer job), but they join one that a method overriding them opened."""
+
+
 def table_class(
     definition: TableDef,
     schema: Schema,
@@ -431,7 +743,12 @@ def table_class(
     writer: Writer,
     limits: Limits | None = None,
 ) -> type:
-    """A :class:`Table` subclass bound to one table's storage and query limits, named after it."""
+    """A :class:`Table` subclass bound to one table's storage and query limits, named after it.
+
+    Its ``computed_functions`` is its store's own dict, so a function registered while
+    ``resources.py`` imports derives (and indexes) every write made after that.
+    """
+    store = database.tables[definition.name]
     return type(
         definition.name,
         (Table,),
@@ -441,9 +758,9 @@ def table_class(
             "definition": definition,
             "schema": schema,
             "database": database,
-            "store": database.tables[definition.name],
+            "store": store,
             "writer": writer,
             "limits": limits or Limits(),
-            "computed_functions": {},
+            "computed_functions": store.computed,
         },
     )

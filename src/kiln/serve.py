@@ -22,8 +22,10 @@ from granian.constants import Interfaces
 from granian.server.embed import Server
 
 from kiln.app import App, load_app
+from kiln.auth.security import create_admin
 from kiln.config import Config, HttpConfig, load_config
 from kiln.http.rest import RestHandler
+from kiln.mqtt.server import start_mqtt
 from kiln.resource import Resource, Table
 
 log = logging.getLogger("kiln")
@@ -39,13 +41,18 @@ throughput by about 30% in ``bench.rest`` and left GET unchanged.
 
 def banner(app: App) -> str:
     """The start-up text: where the app is served and one line per exported table."""
-    http = app.config.http
+    http, mqtt = app.config.http, app.config.mqtt
     lines = [f"kiln serving {app.directory} at http://{http.host}:{http.port}/"]
+    lines.append(
+        f"  MQTT at mqtt://{http.host}:{mqtt.port} and ws://{http.host}:{mqtt.web_socket_port}/"
+        " (topics: <route>/<id>)"
+    )
     for route, resource in app.routes.items():
         lines.append(f"  /{route}/  {_served(resource)}")
     if not app.routes:
         lines.append("  (no table has @export and resources.py defines no resource)")
     lines.append(f"  data in {app.config.storage.path}")
+    lines.extend(f"  {note}" for note in app.security.notes())
     lines.extend(f"  warning: {warning}" for warning in app.config.warnings)
     return "\n".join(lines)
 
@@ -72,8 +79,12 @@ def read_config(app_dir: Path, overrides: Mapping[str, object]) -> Config:
 def open_app(app_dir: Path, overrides: Mapping[str, object]) -> App:
     """Read the settings, set up logging and load the app: the start-up of ``run`` and ``dev``.
 
+    The first super user is added from ``KILN_ADMIN_USER``/``KILN_ADMIN_PASSWORD``
+    when they are set and no user of that name exists
+    (:func:`~kiln.auth.security.create_admin`).
+
     Raises:
-        ConfigError: a mistake in the settings; nothing has been opened.
+        ConfigError: a mistake in the settings or those variables; nothing stays open.
         SchemaError: a mistake in ``schema.graphql``; nothing has been opened.
     """
     config = read_config(app_dir, overrides)
@@ -81,13 +92,23 @@ def open_app(app_dir: Path, overrides: Mapping[str, object]) -> App:
         level=config.logging.level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return load_app(app_dir, config)
+    app = load_app(app_dir, config)
+    try:
+        create_admin(app.security.users, os.environ)
+    except BaseException:
+        app.close()
+        raise
+    return app
 
 
-def http_server(target: object, http: HttpConfig) -> Server:
+def http_server(
+    target: object, http: HttpConfig, before_stop: Callable[[], None] | None = None
+) -> Server:
     """A granian server for the RSGI ``target`` at ``http.host:http.port``.
 
-    SIGINT and SIGTERM stop it; call it on the running loop, then await its ``serve()``.
+    SIGINT and SIGTERM call ``before_stop`` and stop it; call it on the running loop,
+    then await its ``serve()``. The server waits for the requests in flight, so
+    ``before_stop`` must end the ones that never would (event streams, WebSockets).
     """
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     server = Server(
@@ -98,19 +119,37 @@ def http_server(target: object, http: HttpConfig) -> Server:
         log_enabled=False,
         backlog=1024,
     )
+
+    def stop() -> None:
+        if before_stop is not None:
+            before_stop()
+        server.stop()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, server.stop)
+        loop.add_signal_handler(signum, stop)
     return server
 
 
 async def serve(app: App, on_ready: Callable[[], None] | None = None) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, then commit pending writes and close it."""
-    server = http_server(RestHandler(app), app.config.http)
+    """Serve ``app`` (HTTP and MQTT) until SIGINT or SIGTERM, then commit pending writes
+    and close it.
+
+    Raises:
+        ConfigError: an MQTT port set in the settings cannot be listened on.
+    """
+    server = http_server(RestHandler(app), app.config.http, before_stop=app.bus.close)
+    app.bus.start()
+    try:
+        mqtt = await start_mqtt(lambda: app)
+    except BaseException:
+        app.close()
+        raise
     if on_ready is not None:
         asyncio.get_running_loop().call_soon(on_ready)
     try:
         await server.serve()
     finally:
+        await mqtt.close()
         app.close()
         log.info("stopped; every acknowledged write is on disk")

@@ -1,8 +1,9 @@
 """The REST adapter: an HTTP request → (resource, target, method, body) → an HTTP response.
 
 It translates and does nothing else: permission checks and data access happen
-behind :func:`kiln.resource.invoke`. Every URL the server answers is decided in
-:meth:`RestHandler.route`.
+behind :func:`kiln.resource.invoke`, credentials are read by
+:mod:`kiln.auth.authenticate` and ``/_auth/...`` is :mod:`kiln.http.tokens`. Every
+other URL the server answers is decided in :meth:`RestHandler.route`.
 """
 
 from __future__ import annotations
@@ -14,16 +15,28 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from kiln.app import App
-from kiln.errors import MethodNotAllowed, NotAcceptable, NotFound, PayloadTooLarge
+from kiln.auth.access import access_of
+from kiln.auth.roles import User
+from kiln.errors import (
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotAcceptable,
+    NotFound,
+    PayloadTooLarge,
+)
+from kiln.http import tokens, websocket
 from kiln.http.caching import if_match_version, last_modified, not_modified
 from kiln.http.compression import compress, compress_stream
+from kiln.http.cross_origin import is_preflight, preflight, with_cors
 from kiln.http.description import describe_table, health
+from kiln.http.events import stream_events, subscribe_options, wants_events
 from kiln.http.formats import JSON, Columns, Format, encode_stream
 from kiln.http.negotiation import content_coding, request_format, response_format
 from kiln.http.problems import as_http_error, problem_response
 from kiln.query import Query, parse_query
 from kiln.query.executor import Results
-from kiln.resource import Context, RequestTarget, Resource, Response, Table, invoke
+from kiln.resource import Context, RequestTarget, Resource, Response, Table, authorize, invoke
 from kiln.types import MATCH_NONE
 
 METHOD_OF = {
@@ -55,13 +68,18 @@ class RestHandler:
         self.max_body_size = app.config.http.max_body_size
         self.compression_threshold = app.config.http.compression_threshold
         self.log_access = app.config.http.access_log
+        self.authenticator = app.security.authenticator
+        self.cors = app.security.cors
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         """The RSGI entry point: one HTTP request."""
-        if scope.proto != "http":
-            protocol.close(1003)
+        if scope.proto == "ws":
+            await websocket.serve(protocol, lambda incoming: self._connect(scope, incoming))
             return
         started = time.perf_counter()
+        origin = scope.headers.get("origin")
+        if origin is not None:
+            protocol = with_cors(self.cors, origin, protocol)
         try:
             status = await self.handle(scope, protocol)
         except _StreamFailed:
@@ -79,11 +97,31 @@ class RestHandler:
             )
 
     async def handle(self, scope: Any, protocol: Any) -> int:
-        """Route and answer one request; returns the status sent."""
+        """Authenticate, route and answer one request; returns the status sent.
+
+        ``/_health`` and ``/_auth/...`` (kiln's own) and CORS preflights need no credentials.
+        """
         method = scope.method
-        resource, target = self.route(scope)
+        if is_preflight(method, scope.headers):
+            return preflight(self.cors, scope, protocol)
+        path = scope.path
+        if path.startswith("/_auth/"):
+            return await tokens.answer(
+                self.authenticator, scope, protocol, lambda: self._read_body(scope, protocol)
+            )
+        user = None
+        if path != "/_health":
+            user = await self.authenticator.authenticate(
+                scope.headers.get("authorization"), scope.client
+            )
+        subscribing = method == "GET" and wants_events(scope.headers.get("accept"))
+        resource, target = self.route(scope, user, subscribing=subscribing)
         if resource is None:
             return self._health(protocol, method, scope.headers)
+        if subscribing:
+            events = await invoke(resource, "subscribe", target)
+            await stream_events(protocol, events, self.app.config.realtime.heartbeat)
+            return 200
         if method == "OPTIONS":
             allow = ", ".join(resource.allowed_methods(target))
             protocol.response_empty(204, [("allow", allow)])
@@ -111,11 +149,18 @@ class RestHandler:
         result = await invoke(resource, seam_method, target, data)
         return await self._respond(protocol, method, seam_method, target, result, fmt, resource)
 
-    def route(self, scope: Any) -> tuple[Resource | None, RequestTarget]:
-        """The resource and target a request names; (None, ...) for ``/_health``.
+    def route(
+        self, scope: Any, user: User | None = None, *, subscribing: bool = False
+    ) -> tuple[Resource | None, RequestTarget]:
+        """The resource and target a request of ``user`` names; (None, ...) for ``/_health``.
+
+        A ``subscribing`` request (Server-Sent Events, WebSocket) takes the
+        subscription parameters instead of a query, and may name an id prefix
+        (``/Dog/abc/``).
 
         Raises:
             NotFound: no route, or an id the resource cannot have.
+            BadRequest: a subscribing request with query conditions.
         """
         path = scope.path
         name, slash, rest = path[1:].partition("/")
@@ -125,17 +170,20 @@ class RestHandler:
                 return None, RequestTarget(path, None, False, _NO_QUERY, Context(None, {}, {}))
             routes = ", ".join(f"/{route}/" for route in self.routes) or "none"
             raise NotFound(f"no resource at {path}; the routes are: {routes}")
-        query = parse_query(scope.query_string) if scope.query_string else _NO_QUERY
         headers = scope.headers
-        context = Context(None, headers, {})
+        context = Context(user, headers, {})
+        if subscribing:
+            return resource, _subscription_target(scope, resource, path, slash, rest, context)
+        query = parse_query(scope.query_string) if scope.query_string else _NO_QUERY
         if not slash:
             return resource, RequestTarget(path, None, False, query, context)
         if not rest:
             return resource, RequestTarget(path, None, True, query, context)
         if rest.endswith("/"):
             raise NotFound(
-                f"no resource at {path}: collections by id prefix are not served yet; "
-                f"a record id cannot end with '/'"
+                f"no resource at {path}: a record id cannot end with '/'; an id prefix "
+                "like this names records only for a subscription (Server-Sent Events, "
+                "WebSocket)"
             )
         key = resource.parse_id(rest)
         if_version = if_match_version(headers.get("if-match"))
@@ -149,23 +197,38 @@ class RestHandler:
             if_version = MATCH_NONE  # create only
         return resource, RequestTarget(path, key, False, query, context, if_version)
 
+    async def _connect(self, scope: Any, incoming: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """The events a WebSocket connection sends: its resource's ``connect``.
+
+        Raises:
+            Forbidden: a browser page of an origin ``http.cors`` does not allow.
+        """
+        origin = scope.headers.get("origin")
+        if not self.cors.origin_allowed(origin, scope.headers.get("host")):
+            raise Forbidden(
+                f"pages from {origin} may not connect here",
+                hint="add the origin to http.cors in config.yaml",
+            )
+        authorization = scope.headers.get("authorization")
+        user = await self.authenticator.authenticate(authorization, scope.client)
+        resource, target = self.route(scope, user, subscribing=True)
+        if resource is None:
+            raise NotFound("/_health is not a subscription; connect to a record or collection")
+        return await invoke(resource, "connect", target, incoming)
+
     async def _read_body(self, scope: Any, protocol: Any) -> bytes:
         limit = self.max_body_size
-        too_large = PayloadTooLarge(
-            f"the body is larger than http.maxBodySize ({limit} bytes); "
-            "send less or raise the setting"
-        )
         declared = scope.headers.get("content-length")
         if declared is not None and declared.isdigit():
             if int(declared) > limit:
-                raise too_large
+                raise _too_large(limit)
             return await protocol()
         chunks: list[bytes] = []
         size = 0
         async for chunk in protocol:
             size += len(chunk)
             if size > limit:
-                raise too_large
+                raise _too_large(limit)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -183,7 +246,9 @@ class RestHandler:
                 f"{target.path} describes the resource; add a '/' for its records ({target.path}/)",
                 allow=("GET", "HEAD", "OPTIONS"),
             )
-        description = describe_table(resource)
+        authorize(resource, "get", target)
+        readable = access_of(target.context.user, resource.definition.name).readable
+        description = describe_table(resource, readable)
         return self._send(
             protocol, method, 200, [], description, JSON, None, target.context.headers
         )
@@ -201,7 +266,7 @@ class RestHandler:
         """Turn a seam method's result into the response; the one place status is decided."""
         request_headers = target.context.headers
         extra = target.context.response_headers
-        columns = _columns(resource, target.query) if fmt.tabular else None
+        columns = _columns(resource, target) if fmt.tabular else None
         if type(result) is dict:
             etag = extra.get("ETag")
             if etag is not None:
@@ -219,6 +284,10 @@ class RestHandler:
                 protocol.response_empty(result.status, headers)
                 return result.status
             status = result.status
+            if isinstance(result.body, bytes | str) and _names_content_type(result.headers):
+                body = result.body.encode() if isinstance(result.body, str) else result.body
+                protocol.response_bytes(status, headers, body)  # sent as it is: an HTML page
+                return status
             return self._send(
                 protocol, method, status, headers, result.body, fmt, columns, request_headers
             )
@@ -273,10 +342,22 @@ class RestHandler:
         fmt: Format,
         request_headers: Mapping[str, str],
     ) -> None:
-        """Send a streamed collection, compressed unless it all fits under the threshold."""
+        """Send a streamed collection, compressed unless it all fits under the threshold.
+
+        A result that fits in one chunk (most pages) goes out as one plain response
+        with its length, which costs granian less than a chunked stream.
+        """
         headers = [("content-type", fmt.content_type), *headers]
         first = await anext(chunks)
         second = await anext(chunks, None)
+        if second is None:
+            if len(first) > self.compression_threshold:
+                coding = content_coding(request_headers.get("accept-encoding"))
+                if coding is not None:
+                    first = compress(first, coding)
+                    headers += [("content-encoding", coding), ("vary", "Accept-Encoding")]
+            protocol.response_bytes(200, headers, first)
+            return
         coding = None
         if second is not None or len(first) > self.compression_threshold:
             coding = content_coding(request_headers.get("accept-encoding"))
@@ -311,8 +392,51 @@ async def _guarded(
         yield broken
 
 
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the body is larger than http.maxBodySize ({limit} bytes); send less or raise the setting"
+    )
+
+
+def _subscription_target(
+    scope: Any, resource: Resource, path: str, slash: str, rest: str, context: Context
+) -> RequestTarget:
+    """The target of a subscribing request: a record, an id prefix or the collection."""
+    options, conditions = subscribe_options(scope.query_string, scope.headers.get("last-event-id"))
+    if conditions:
+        raise BadRequest(
+            f"a subscription to {path} takes no query conditions ({conditions!r}); its "
+            "parameters are startTime, previousCount and omitCurrent",
+            hint="subscribe to a record (/Dog/1), an id prefix (/Dog/abc/) or the collection "
+            "(/Dog/), and filter the events in the client or in a subscribe() override",
+        )
+    if not slash:
+        raise NotFound(
+            f"{path} describes the resource; subscribe to its records at {path}/ or {path}/<id>"
+        )
+    if not rest:
+        return RequestTarget(path, None, True, _NO_QUERY, context, None, options)
+    if rest.endswith("/"):
+        if isinstance(resource, Table) and resource.definition.primary_key_type not in (
+            "ID",
+            "String",
+        ):
+            raise NotFound(
+                f"no id prefix {rest!r} in {path}: the keys of "
+                f"{resource.definition.name} are {resource.definition.primary_key_type}, "
+                "and only string keys have prefixes"
+            )
+        return RequestTarget(path, rest, True, _NO_QUERY, context, None, options)
+    return RequestTarget(path, resource.parse_id(rest), False, _NO_QUERY, context, None, options)
+
+
 class _StreamFailed(Exception):
     """A streamed response failed after its status was sent; it is logged already."""
+
+
+def _names_content_type(headers: Mapping[str, str]) -> bool:
+    """Whether a resource's response headers choose the content type themselves."""
+    return any(name.lower() == "content-type" for name in headers)
 
 
 def _prefers_exact_count(headers: Mapping[str, str]) -> bool:
@@ -336,17 +460,22 @@ def _content_range(results: Results) -> str:
     return f"items {start}-{last - 1}/{total}"
 
 
-def _columns(resource: Resource, query: Query) -> Columns:
-    """CSV columns: the selected fields, else a table's stored attributes in schema order.
+def _columns(resource: Resource, target: RequestTarget) -> Columns:
+    """CSV columns: the selected fields, else a table's stored attributes in schema order;
+    of a table, only those the user's role may read.
 
     None for a resource that is not a table and selects nothing (its rows name their columns).
     """
-    if query.select is not None:
-        return tuple(field.name for field in query.select.fields)
+    query = target.query
     if not isinstance(resource, Table):
-        return None
+        return None if query.select is None else tuple(item.name for item in query.select.fields)
     definition = resource.definition
-    return tuple(name for name in definition.attributes if name not in definition.computed)
+    if query.select is not None:
+        names = [item.name for item in query.select.fields]
+    else:
+        names = [name for name in definition.attributes if name not in definition.computed]
+    readable = access_of(target.context.user, definition.name).readable
+    return tuple(name for name in names if readable is None or name in readable)
 
 
 async def _chained(head: list[bytes], tail: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

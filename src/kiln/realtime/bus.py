@@ -18,7 +18,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from kiln.realtime.events import Event, Topic
@@ -38,6 +39,14 @@ _CHUNK = 500
 _PRUNE_BATCH = 1000
 """Audit entries deleted per writer job, so pruning never holds the writer for long."""
 
+published_wire: ContextVar[tuple[Any, Any] | None] = ContextVar("published_wire", default=None)
+"""``(message, wire)``, set by a protocol adapter while it calls ``publish`` on the seam.
+
+When that very message object reaches :meth:`ChangeBus.publish`, its event carries ``wire``
+(:attr:`Event.wire`): the MQTT broker relays a message byte for byte this way, while every
+other subscriber reads the decoded ``message``. A resource that publishes another object (a
+transformed message) publishes it without a wire form."""
+
 
 @dataclass(slots=True)
 class _Feed:
@@ -47,6 +56,8 @@ class _Feed:
     writer: Writer
     delivered: Version
     scheduled: bool = False
+    messages: list[LogMessage] = field(default_factory=list)
+    """Messages published in this turn of the event loop, logged as one writer job."""
 
 
 class ChangeBus:
@@ -80,6 +91,7 @@ class ChangeBus:
         self._by_record: dict[tuple[str, Key], set[Subscription]] = {}
         self._by_channel: dict[str, set[Subscription]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
         self._pruner: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -91,8 +103,10 @@ class ChangeBus:
 
     def close(self) -> None:
         """Stop following the writers and end every subscription (on the loop, if started)."""
+        self._closed = True
         for feed in self._feeds.values():
             feed.writer.on_commit = None
+            self._log_messages(feed)
         if self._pruner is not None:
             self._pruner.cancel()
             self._pruner = None
@@ -159,12 +173,28 @@ class ChangeBus:
         Returns the message's version.
         """
         version = self._clock.now()
-        self._dispatch(channel, Event("message", key, version, message))
+        arrived = published_wire.get()
+        wire = arrived[1] if arrived is not None and arrived[0] is message else None
+        self._dispatch(channel, Event("message", key, version, message, wire=wire))
         feed = self._feeds.get(database) if database is not None else None
         if feed is not None:
-            entry = AuditEntry(version, channel, key, "message", message)
-            feed.writer.submit([LogMessage(entry)])
+            feed.messages.append(LogMessage(AuditEntry(version, channel, key, "message", message)))
+            if len(feed.messages) == 1:
+                if self._loop is None:  # not started: no turns to gather messages in
+                    self._log_messages(feed)
+                else:
+                    self._loop.call_soon(self._log_messages, feed)
         return version
+
+    def _log_messages(self, feed: _Feed) -> None:
+        """Log the messages published since the last call, in one writer job (a job per
+        message would cost the writer far more than the messages themselves)."""
+        messages, feed.messages = feed.messages, []
+        if messages:
+            try:
+                feed.writer.submit(messages)
+            except RuntimeError:  # the writer closed first (shutting down)
+                log.warning("%d published messages were not logged", len(messages))
 
     # ------------------------------------------------------------------ live delivery
 
@@ -185,6 +215,8 @@ class ChangeBus:
     def _drain(self, feed: _Feed) -> None:
         """Deliver the entries committed since the last drain (on the event loop)."""
         feed.scheduled = False
+        if self._closed:  # scheduled by a last commit while closing: the stores may be gone
+            return
         database = feed.database
         with database.read() as txn:
             entries = list(database.audit.read(txn, feed.delivered))

@@ -20,6 +20,10 @@ class Event:
 
     ``value`` is the record after a write (None after a delete), a message's payload,
     or the detail of a ``gap`` or ``error``; ``patch`` holds a patch's changes.
+    ``wire`` is what the protocol adapter that published a message attached to it
+    (:data:`kiln.realtime.bus.published_wire`), so that adapter can relay the message to
+    its own clients exactly as it arrived (MQTT: the payload bytes and properties);
+    None for every other event and in a replay.
     """
 
     type: EventType
@@ -27,6 +31,7 @@ class Event:
     version: Version
     value: Any = None
     patch: Record | None = None
+    wire: Any = None
 
     def as_message(self) -> dict[str, Any]:
         """The event as one JSON-ready object: ``{type, id, version, value[, patch]}``."""

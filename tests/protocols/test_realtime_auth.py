@@ -1,0 +1,138 @@
+"""Security on the real-time protocols: who may subscribe over SSE and WebSocket, and what the
+events of a role with an attribute allow-list hold."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from realtime_clients import sse
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from conftest import ADMIN_AUTH, KilnServer
+from kiln.auth.passwords import hash_password
+from kiln.auth.users import SYSTEM_FOLDER, UserStore
+
+SCHEMA = """
+type Dog @table @export {
+  id: ID @primaryKey
+  name: String
+  secret: String
+}
+
+type Owner @table @export {
+  id: ID @primaryKey
+  name: String
+}
+"""
+
+CONFIG = """
+roles:
+  anonymous:
+    data:
+      Owner: {read: true}
+  reader:
+    data:
+      Dog: {read: true}
+  editor:
+    data:
+      Dog:
+        read: true
+        update: true
+        attributes:
+          name: {read: true, update: true}
+  nobody:
+"""
+
+ROLES = ("reader", "editor", "nobody")
+CAN_READ = {
+    ("admin", "Dog"): True,
+    ("admin", "Owner"): True,
+    ("reader", "Dog"): True,
+    ("reader", "Owner"): False,
+    ("editor", "Dog"): True,
+    ("editor", "Owner"): False,
+    ("nobody", "Dog"): False,
+    ("nobody", "Owner"): False,
+    ("anonymous", "Dog"): False,
+    ("anonymous", "Owner"): True,
+}
+"""Who may read (so subscribe to) which table, as CONFIG says."""
+
+
+def auth_of(role: str) -> tuple[str, str] | None:
+    if role == "admin":
+        return ADMIN_AUTH
+    return None if role == "anonymous" else (role, f"{role}-password")
+
+
+@pytest.fixture(scope="module")
+def users(kiln_server: KilnServer) -> Iterator[None]:
+    store = UserStore(kiln_server.data_dir / SYSTEM_FOLDER)
+    for role in ROLES:
+        store.add(role, role, hash_password(f"{role}-password"))
+    yield
+    store.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def records(kiln_server: KilnServer, users: None) -> None:
+    with httpx.Client(base_url=kiln_server.url, auth=ADMIN_AUTH, timeout=10) as admin:
+        assert admin.put("/Dog/d1", json={"name": "Rex", "secret": "s"}).status_code == 204
+        assert admin.put("/Owner/o1", json={"name": "Ann"}).status_code == 204
+
+
+@pytest.mark.parametrize(("role", "table"), sorted(CAN_READ))
+def test_sse_subscription_matrix(kiln_server: KilnServer, role: str, table: str) -> None:
+    path = f"/{table}/{'d1' if table == 'Dog' else 'o1'}"
+    with httpx.Client(base_url=kiln_server.url, auth=auth_of(role), timeout=5) as client:
+        if CAN_READ[(role, table)]:
+            with sse(client, path) as stream:
+                [current] = stream.history()
+            assert current.type == "put"
+            return
+        response = client.get(path, headers={"accept": "text/event-stream"})
+    expected = 401 if role == "anonymous" else 403
+    assert response.status_code == expected, response.text
+    assert "read" in response.json()["detail"]
+    if expected == 401:
+        assert response.headers["www-authenticate"].startswith("Basic")
+
+
+@pytest.mark.parametrize(("role", "table"), sorted(CAN_READ))
+def test_websocket_subscription_matrix(kiln_server: KilnServer, role: str, table: str) -> None:
+    path = f"/{table}/{'d1' if table == 'Dog' else 'o1'}"
+    auth = auth_of(role)
+    headers = {} if auth is None else {"Authorization": httpx.BasicAuth(*auth)._auth_header}
+    with connect(
+        f"ws://127.0.0.1:{kiln_server.port}{path}", additional_headers=headers, open_timeout=5
+    ) as connection:
+        first = json.loads(connection.recv(timeout=5))
+        if CAN_READ[(role, table)]:
+            assert first["type"] == "put"
+            return
+        assert first["type"] == "error"
+        assert first["status"] == (401 if role == "anonymous" else 403)
+        with pytest.raises(ConnectionClosed):
+            connection.recv(timeout=5)
+
+
+def test_events_hold_only_the_attributes_the_role_may_read(kiln_server: KilnServer) -> None:
+    with (
+        httpx.Client(base_url=kiln_server.url, auth=auth_of("editor"), timeout=5) as editor,
+        httpx.Client(base_url=kiln_server.url, auth=ADMIN_AUTH, timeout=5) as admin,
+        sse(editor, "/Dog/d2") as narrowed,
+        sse(admin, "/Dog/d2") as whole,
+    ):
+        narrowed.history()
+        whole.history()
+        assert admin.put("/Dog/d2", json={"name": "Max", "secret": "hidden"}).status_code == 204
+        assert admin.patch("/Dog/d2", json={"secret": "still hidden"}).status_code == 204
+        seen = narrowed.take(2)
+        full = whole.take(2)
+    assert [event.data["value"] for event in seen] == [{"id": "d2", "name": "Max"}] * 2
+    assert seen[1].data["patch"] == {}
+    assert full[1].data["value"]["secret"] == "still hidden"
