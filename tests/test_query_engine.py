@@ -346,7 +346,8 @@ def test_random_queries_match_the_plain_filter(
 
 def plan(table: Table, query: Query, limits: Limits | None = None) -> Any:
     read = table.database.read
-    return plan_query(query, table.definition, table.store, read, limits or Limits())
+    limits = limits or Limits()
+    return plan_query(query, table.definition, table.store, read, limits, database=table.database)
 
 
 def test_and_is_driven_by_its_most_selective_index(table: Table) -> None:

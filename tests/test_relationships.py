@@ -16,7 +16,7 @@ import pytest
 from kiln.errors import SchemaError, ValidationError
 from kiln.query.model import And, Condition, Field, Or, Selection
 from kiln.query.relationships import (
-    matches,
+    matcher,
     project,
     related_tables,
     resolve,
@@ -376,7 +376,10 @@ def matching_dogs(database: Database, node: object) -> list[int]:
     dog = database.tables["Dog"].definition
     with database.read() as txn:
         records = [record for _key, record in database.tables["Dog"].scan(txn, None, 100)]
-        return [r["id"] for r in records if matches(database, txn, dog, node, r)]  # type: ignore[arg-type]
+        if node is None:
+            return [r["id"] for r in records]
+        test = matcher(database, txn, dog, node)  # type: ignore[arg-type]
+        return [r["id"] for r in records if test(r)]
 
 
 def test_dot_path_conditions_have_inner_join_semantics(database: Database) -> None:
@@ -400,8 +403,8 @@ def test_dot_paths_combine_with_plain_conditions_and_go_several_hops(database: D
     owner = database.tables["Owner"].definition
     with database.read() as txn:
         ann = read(database, "Owner", "ann")
-        assert matches(database, txn, owner, Condition(("dogs", "name"), "eq", "Fido"), ann)
-        assert not matches(database, txn, owner, Condition(("dogs", "name"), "eq", "Max"), ann)
+        assert matcher(database, txn, owner, Condition(("dogs", "name"), "eq", "Fido"))(ann)
+        assert not matcher(database, txn, owner, Condition(("dogs", "name"), "eq", "Max"))(ann)
 
 
 def selection(*fields: Field) -> Selection:

@@ -1,7 +1,9 @@
 """Queries through ``@relationship`` over HTTP: dot-path conditions, nested selections, sort.
 
-Every test writes its own owners, dogs and tags under names of its own (the
-module's server allows full scans, so a dot-path condition alone sees every dog).
+Every test writes its own owners, dogs and tags under names of its own. The
+server does not allow full scans: a dot-path condition alone is driven as a join
+(``ownerId``, ``tagIds``, ``Owner.name``, ``Dog.kennel`` and ``Tag.label`` are
+indexed), or refused when it goes through ``sitterId`` or ``Owner.city``.
 """
 
 from __future__ import annotations
@@ -21,18 +23,15 @@ type Dog @table @export {
   kennel: String @indexed
   ownerId: ID @indexed
   owner: Owner @relationship(from: ownerId)
-  tagIds: [ID]
+  sitterId: ID
+  sitter: Owner @relationship(from: sitterId)
+  tagIds: [ID] @indexed
   tags: [Tag] @relationship(from: tagIds)
 }
 type Tag @table @export {
   id: ID @primaryKey
-  label: String
+  label: String @indexed
 }
-"""
-
-CONFIG = """
-query:
-  allowScans: true
 """
 
 
@@ -95,15 +94,116 @@ def test_a_condition_through_a_list_matches_when_any_related_record_matches(
     assert ids(http.get(f"/Dog/?kennel={tag}&tags.label={tag}%20old")) == [200]
 
 
-def test_a_dot_path_never_drives_the_query(http: httpx.Client) -> None:
+def test_a_dot_path_drives_as_a_join_when_it_is_the_smaller_candidate(
+    http: httpx.Client,
+) -> None:
     tag = seed(http, "c3", 300)
     report = http.get(f"/Dog/?kennel={tag}&owner.name={tag}%20Ann&explain()").json()
-    assert report["driver"]["attribute"] == "kennel"
-    assert report["filters"] == [{"attribute": "owner.name", "comparator": "eq"}]
-    assert report["returned"] == 2
-    alone = http.get(f"/Dog/?owner.name={tag}%20Ann&explain()").json()
-    assert alone["driver"] is None
-    assert alone["fullScan"] is True
+    assert report["driver"] == {
+        "attribute": "ownerId",
+        "comparator": "in",
+        "range": "1 key joined through `owner.name`",
+        "join": {
+            "relationship": "owner",
+            "table": "Owner",
+            "attribute": "name",
+            "comparator": "eq",
+            "range": f'["{tag} Ann", "{tag} Ann"]',
+            "keys": 1,
+        },
+    }
+    assert report["estimated"] == 2
+    assert report["filters"] == [{"attribute": "kennel", "comparator": "eq"}]
+    assert (report["scanned"], report["returned"], report["fullScan"]) == (2, 2, False)
+    # the three owners of this seed have three dogs; the key 302 has one
+    wide = http.get(f"/Dog/?id=302&owner.name=sw={tag}&explain()").json()
+    assert wide["driver"]["attribute"] == "id"
+    assert wide["filters"] == [{"attribute": "owner.name", "comparator": "sw"}]
+    assert wide["returned"] == 1
+
+
+def test_each_join_shape_answers_alone_without_full_scans(http: httpx.Client) -> None:
+    tag = seed(http, "j1", 900)
+    shapes = [
+        ("Dog", f"owner.name={tag}%20Ann", [900, 901]),  # many-to-one
+        ("Dog", f"owner.id={tag}-bob", [902]),  # the related primary key
+        ("Dog", f"tags.label={tag}%20old", [900]),  # many-to-many
+        ("Owner", f"dogs.kennel={tag}", [f"{tag}-ann", f"{tag}-bob"]),  # one-to-many
+        ("Owner", f"dogs.kennel={tag}&dogs.name=Max", [f"{tag}-bob"]),
+    ]
+    for table, query, expected in shapes:
+        assert ids(http.get(f"/{table}/?{query}")) == expected, query
+        report = http.get(f"/{table}/?{query}&explain()").json()
+        assert report["fullScan"] is False and "join" in report["driver"], report
+    one_to_many = http.get(f"/Owner/?dogs.kennel={tag}&explain()").json()
+    # ann, bob and the missing `gone` owner of dog 903: three keys, two records
+    assert one_to_many["driver"]["attribute"] == "id"
+    assert one_to_many["driver"]["join"]["keys"] == 3
+    assert one_to_many["returned"] == 2
+
+
+def test_joins_with_or_sort_limit_and_count(http: httpx.Client) -> None:
+    tag = seed(http, "j2", 1000)
+    either = f"owner.name={tag}%20Ann|owner.name={tag}%20Bob"
+    assert ids(http.get(f"/Dog/?{either}")) == [1000, 1001, 1002]
+    assert ids(http.get(f"/Dog/?owner.name={tag}%20Bob|tags.label={tag}%20good")) == [
+        1000,
+        1001,
+        1002,
+    ]
+    assert ids(http.get(f"/Dog/?[{either}]&sort(-id)&limit(1,3)")) == [1001, 1000]
+    assert ids(http.get(f"/Dog/?owner.name=sw={tag}&sort(-owner.name,id)")) == [
+        1002,
+        1000,
+        1001,
+    ]
+    counted = http.get(f"/Dog/?owner.name=sw={tag}&limit(0,2)", headers={"prefer": "count=exact"})
+    assert ids(counted) == [1000, 1001]
+    assert counted.headers["content-range"] == "items 0-1/3"
+    assert counted.headers["preference-applied"] == "count=exact"
+    selected = http.get(f"/Dog/?owner.name={tag}%20Bob&select(name,owner{{city}})").json()
+    assert selected == [{"name": "Max", "owner": {"city": "Rome"}}]
+
+
+def test_a_join_without_matches_and_a_dangling_key(http: httpx.Client) -> None:
+    tag = seed(http, "j3", 1100)
+    nothing = http.get(f"/Dog/?owner.name={tag}%20Nobody", headers={"prefer": "count=exact"})
+    assert ids(nothing) == []
+    assert nothing.headers["content-range"] == "items */0"
+    assert ids(http.get(f"/Dog/?owner.id={tag}-gone")) == []  # dog 1103's owner has no record
+    put(http, f"/Owner/{tag}-gone", {"name": f"{tag} Gus"})
+    assert ids(http.get(f"/Dog/?owner.name={tag}%20Gus")) == [1103]
+    assert ids(http.get(f"/Owner/?dogs.name=Lost&dogs.kennel={tag}")) == [f"{tag}-gone"]
+
+
+def test_a_related_record_changed_between_queries(http: httpx.Client) -> None:
+    tag = seed(http, "j4", 1200)
+    assert ids(http.get(f"/Dog/?owner.city=Rome&owner.name=sw={tag}")) == [1202]
+    response = http.patch(f"/Owner/{tag}-bob", json={"name": f"{tag} Ann"})
+    assert response.status_code == 204, response.text
+    assert ids(http.get(f"/Dog/?owner.name={tag}%20Ann")) == [1200, 1201, 1202]
+    response = http.patch("/Dog/1200", json={"ownerId": f"{tag}-cy"})
+    assert response.status_code == 204, response.text
+    assert ids(http.get(f"/Dog/?owner.name={tag}%20Ann")) == [1201, 1202]
+    assert ids(http.get(f"/Owner/?dogs.kennel={tag}&name={tag}%20Cy")) == [f"{tag}-cy"]
+
+
+def test_a_join_that_cannot_drive_is_a_400_naming_what_to_index(http: httpx.Client) -> None:
+    city = http.get("/Dog/?owner.city=Oslo")
+    assert city.status_code == 400
+    assert "`owner.city`: `city` of Owner is not indexed" in city.json()["detail"]
+    assert city.json()["hint"].startswith("add @indexed to `city` in `type Owner`")
+    sitter = http.get("/Dog/?sitter.name=Ann")
+    assert sitter.status_code == 400
+    assert (
+        "`sitter.name` joins through `sitterId`, which is not indexed" in (sitter.json()["detail"])
+    )
+    assert sitter.json()["hint"].startswith("add @indexed to `sitterId` in schema.graphql")
+    negated = http.get("/Dog/?owner.name!=Ann")
+    assert negated.status_code == 400
+    assert "`owner.name` ne cannot use an index" in negated.json()["detail"]
+    deleted = http.delete("/Dog/?sitter.name=Ann")
+    assert deleted.status_code == 400
 
 
 def test_delete_by_query_through_a_relationship(http: httpx.Client) -> None:
@@ -112,6 +212,10 @@ def test_delete_by_query_through_a_relationship(http: httpx.Client) -> None:
     assert response.status_code == 200, response.text
     assert response.json() == {"deleted": 2}
     assert ids(http.get(f"/Dog/?kennel={tag}")) == [402, 403, 404]
+    joined = http.delete(f"/Dog/?owner.name={tag}%20Bob")  # driven by the join alone
+    assert joined.status_code == 200, joined.text
+    assert joined.json() == {"deleted": 1}
+    assert ids(http.get(f"/Dog/?kennel={tag}")) == [403, 404]
 
 
 # --------------------------------------------------------------------------- selections

@@ -90,6 +90,10 @@ def _decode_json(body: bytes) -> Any:
         return _json_decoder.decode(body)
     except msgspec.DecodeError as error:
         raise BadRequest(f"the body is not valid JSON: {_json_problem(body, error)}") from None
+    except UnicodeDecodeError as error:  # msgspec's, for a string that is not UTF-8
+        raise BadRequest(
+            f"the body is not valid JSON: it is not UTF-8 (byte {error.start})"
+        ) from None
     except RecursionError:
         raise BadRequest(
             "the body nests arrays or objects too deeply to read; flatten it"
@@ -215,7 +219,7 @@ def _decode_msgpack(body: bytes) -> Any:
         raise BadRequest("the body is empty; send a MessagePack map")
     try:
         value = _msgpack_decoder.decode(body)
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:  # a str that is not UTF-8
         raise BadRequest(
             f"the body is not valid MessagePack: {error}; send one MessagePack map"
         ) from None
@@ -337,34 +341,52 @@ async def encode_stream(
     fmt: Format, records: Iterable[Any] | AsyncIterator[Any], columns: Columns
 ) -> AsyncIterator[bytes]:
     """``records`` as one ``fmt`` stream, in chunks of about 64 KiB (the last one shorter)."""
-    parts: list[bytes] = []
-    size = 0
-    first = True
-    item, separator = fmt.item, fmt.separator
-    async for record in _each(records):
-        if first:
-            if columns is None and fmt.tabular:
-                columns = _columns_of(record)
-            parts.append(fmt.head(columns))
-            encoded = item(record, columns)
-            first = False
-        else:
-            encoded = separator + item(record, columns)
-        parts.append(encoded)
-        size += len(encoded)
-        if size >= _STREAM_FLUSH_BYTES:
-            yield b"".join(parts)
-            parts, size = [], 0
-    if first:
-        parts.append(fmt.head(columns))
-    parts.append(fmt.tail)
-    yield b"".join(parts)
-
-
-async def _each(records: Iterable[Any] | AsyncIterator[Any]) -> AsyncIterator[Any]:
+    chunks = _Chunks(fmt, columns)
     if isinstance(records, AsyncIterator):
         async for record in records:
-            yield record
-    else:
+            chunk = chunks.add(record)
+            if chunk is not None:
+                yield chunk
+    else:  # a plain loop: an async step per record would cost more than encoding it
         for record in records:
-            yield record
+            chunk = chunks.add(record)
+            if chunk is not None:
+                yield chunk
+    yield chunks.finish()
+
+
+class _Chunks:
+    """Encodes records one by one into a stream's chunks of about 64 KiB."""
+
+    def __init__(self, fmt: Format, columns: Columns):
+        self.fmt = fmt
+        self.columns = columns
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.first = True
+
+    def add(self, record: Any) -> bytes | None:
+        """Encode ``record``; a chunk to send when enough is gathered, else None."""
+        fmt = self.fmt
+        if self.first:
+            if self.columns is None and fmt.tabular:
+                self.columns = _columns_of(record)
+            self.parts.append(fmt.head(self.columns))
+            encoded = fmt.item(record, self.columns)
+            self.first = False
+        else:
+            encoded = fmt.separator + fmt.item(record, self.columns)
+        self.parts.append(encoded)
+        self.size += len(encoded)
+        if self.size < _STREAM_FLUSH_BYTES:
+            return None
+        chunk = b"".join(self.parts)
+        self.parts, self.size = [], 0
+        return chunk
+
+    def finish(self) -> bytes:
+        """The last chunk: what is left, and the format's tail."""
+        if self.first:
+            self.parts.append(self.fmt.head(self.columns))
+        self.parts.append(self.fmt.tail)
+        return b"".join(self.parts)

@@ -33,7 +33,7 @@ import difflib
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -86,7 +86,7 @@ def bind(
                 f"{table.name} to several {relationship.target} records; sort through a "
                 "relationship to one record instead",
             )
-    return replace(query, where=where)
+    return query.with_where(where)
 
 
 def _at(position: int, message: str) -> BadRequest:
@@ -261,7 +261,7 @@ class _Scope:
                 f"{_TEXT_COMPARATORS[comparator]} compares text, but the value for `{label}` "
                 f"is {kind}; use it on String, ID or Any attributes, or write string:VALUE",
             )
-        return replace(condition, value=value)
+        return condition.with_value(value)
 
     def value(self, condition: Condition, attribute: Attribute | None, label: str) -> Any:
         text, forced, position = condition.value, condition.forced, condition.position

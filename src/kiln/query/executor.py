@@ -14,12 +14,20 @@ Conditions, sort keys and selections that go through a relationship
 related records with :mod:`kiln.query.relationships`, for a batch of
 :data:`CHUNK` records at a time in one read transaction of its own.
 
+A scan that joins (a condition through a relationship, see
+:class:`~kiln.query.planner.Join`) finds its related keys when the walk starts, in
+a read of its own, then walks this table's index (or records) at those keys, each
+record once; every record it fetches is checked against the whole condition.
+
 Inside a writer's transaction (DELETE by query) the same code reads through that
 one transaction: see :func:`matching_keys`.
 
 ``@computed`` attributes the query names (in a condition, a sort key or
 ``select()``) are derived into each record as it is read, by the functions the
 store holds; they are left out of a result without ``select()``, as Harper does.
+
+A query run in a transaction (``Source.pending``) sees the records it wrote in
+place of the stored ones; its order is then always made in memory.
 """
 
 from __future__ import annotations
@@ -42,7 +50,14 @@ from kiln.query.planner import IndexScan, Plan
 from kiln.schema import TableDef
 from kiln.storage.database import Database
 from kiln.storage.keys import decode_key
-from kiln.storage.ranges import KeyRange, fetch, index_term, walk_index, walk_primary
+from kiln.storage.ranges import (
+    KeyRange,
+    fetch,
+    index_term,
+    is_truncated,
+    walk_index,
+    walk_primary,
+)
 from kiln.storage.table import TableStore
 from kiln.types import Key, Record
 
@@ -69,6 +84,9 @@ class Source:
     """The store's database, for queries through relationships (None: a query cannot use one)."""
     computed: tuple[str, ...] = ()
     """The ``@computed`` attributes the query names, derived into each record read."""
+    pending: dict[bytes, Record | None] = field(default_factory=dict)
+    """The records a transaction wrote and has not committed, by encoded key (None: it
+    deleted it): they stand in for the stored ones (:func:`_overlaid`)."""
 
     def related(self) -> Database:
         """The database relationships are read from.
@@ -95,10 +113,10 @@ def _terms(value: Any) -> list[bytes]:
 
 def _covers(scan: IndexScan, pair: Pair) -> bool:
     """Whether ``scan`` reaches ``pair`` (so a later branch of an ``or`` skips it)."""
+    held = scan.terms if scan.terms is not None else scan.key_range
     if scan.primary:
-        return pair[0] in scan.key_range
-    key_range = scan.key_range
-    return any(term in key_range for term in _terms(pair[1].get(scan.attribute)))
+        return pair[0] in held
+    return any(term in held for term in _terms(pair[1].get(scan.attribute)))
 
 
 def _computed_names(query: Query, definition: TableDef) -> tuple[str, ...]:
@@ -138,6 +156,20 @@ def _walk_primary(source: Source, key_range: KeyRange, reverse: bool) -> Iterato
         if source.computed:
             chunk = [(key, _derive(source, record)) for key, record in chunk]
         yield from chunk
+        if len(chunk) < size:  # the range ran out: no need to look again
+            return
+
+
+def _first_met(
+    record: Record, attribute: str, term: bytes, held: KeyRange | frozenset[bytes], reverse: bool
+) -> bool:
+    """Whether a walk meets ``record`` first at ``term``: a record whose ``attribute`` is a
+    list sits under each element, and comes at the first of those the walk ``held`` covers."""
+    value = record.get(attribute)
+    if not isinstance(value, list):
+        return True
+    inside = [item for item in _terms(value) if item in held]
+    return not inside or term == (max(inside) if reverse else min(inside))
 
 
 def _walk_index(source: Source, scan: IndexScan, reverse: bool) -> Iterator[Pair]:
@@ -157,21 +189,91 @@ def _walk_index(source: Source, scan: IndexScan, reverse: bool) -> Iterator[Pair
         after = entries[-1]
         for term, key in entries:
             record = records.get(key)
-            if record is None:
-                continue
-            value = record.get(scan.attribute)
-            if isinstance(value, list):
-                # a record sits under each of its elements: return it at the first one met
-                inside = [item for item in _terms(value) if item in key_range]
-                if inside and term != (max(inside) if reverse else min(inside)):
-                    continue
-            yield key, record
+            if record is not None and _first_met(record, scan.attribute, term, key_range, reverse):
+                yield key, record
+        if len(entries) < size:  # the range ran out: no need to look again
+            return
 
 
-def _walk(source: Source, scan: IndexScan, reverse: bool) -> Iterator[Pair]:
+def _walk_keys(source: Source, keys: list[bytes]) -> Iterator[Pair]:
+    """The records at the encoded ``keys`` that exist, in that order."""
+    position = 0
+    for size in source.chunk_sizes():
+        wanted = keys[position : position + size]
+        if not wanted:
+            return
+        position += size
+        with source.read() as txn:
+            chunk = fetch(txn, source.store.primary, wanted)
+        source.scanned += len(chunk)
+        if source.computed:
+            chunk = [(key, _derive(source, record)) for key, record in chunk]
+        yield from chunk
+
+
+def _walk_terms(
+    source: Source, scan: IndexScan, terms: list[bytes], reverse: bool
+) -> Iterator[Pair]:
+    """The records under ``terms`` of ``scan``'s index, term by term (keys ascending under
+    each); a record under several of ``scan.terms`` comes at the first one walked.
+
+    One read transaction serves as many terms as fit in a chunk.
+    """
+    index, joined = source.store.indexes[scan.attribute], scan.terms or frozenset()
+    position, after = 0, None
+    for size in source.chunk_sizes():
+        entries: list[tuple[bytes, bytes]] = []
+        with source.read() as txn:
+            while position < len(terms) and len(entries) < size:
+                term, wanted = terms[position], size - len(entries)
+                found = walk_index(txn, index, KeyRange(term, True, term, True), after, wanted)
+                entries.extend(found)
+                position, after = (
+                    (position + 1, None) if len(found) < wanted else (position, found[-1])
+                )
+            records = dict(fetch(txn, source.store.primary, [key for _t, key in entries]))
+        if source.computed:
+            records = {key: _derive(source, record) for key, record in records.items()}
+        source.scanned += len(records)
+        for term, key in entries:
+            record = records.get(key)
+            if record is not None and _first_met(record, scan.attribute, term, joined, reverse):
+                yield key, record
+        if position >= len(terms):
+            return
+
+
+def _walk_joined(source: Source, scan: IndexScan, reverse: bool, keyed: bool) -> Iterator[Pair]:
+    """The records at a join's keys: in key order when ``keyed`` (one walk per key, merged),
+    else in the order of the keys (backwards when ``reverse``)."""
+    terms = sorted(scan.terms or (), reverse=reverse)
+    if scan.primary:
+        return _walk_keys(source, terms)
+    if keyed and len(terms) > 1:
+        walks = [_walk_terms(source, scan, [term], False) for term in terms]
+        return heapq.merge(*walks, key=itemgetter(0))
+    return _walk_terms(source, scan, terms, reverse)
+
+
+def _walk(source: Source, scan: IndexScan, reverse: bool, keyed: bool) -> Iterator[Pair]:
+    if scan.terms is not None:
+        return _walk_joined(source, scan, reverse, keyed)
     if scan.primary:
         return _walk_primary(source, scan.key_range, reverse)
     return _walk_index(source, scan, reverse)
+
+
+def _resolved(scan: IndexScan, source: Source) -> IndexScan:
+    """``scan`` ready to walk: a join's keys found now, in a read of their own."""
+    join = scan.join
+    if join is None:
+        return scan
+    related = join.related
+    with source.read() as txn:
+        keys = relationships.join_keys(
+            source.related(), txn, join.relationship, related.attribute, related.key_range, None
+        )
+    return replace(scan, terms=frozenset(cast("list[bytes]", keys)))  # no limit: never None
 
 
 def _without_value(source: Source, attribute: str) -> Iterator[Pair]:
@@ -191,12 +293,13 @@ def _not_in(stream: Iterator[Pair], earlier: tuple[IndexScan, ...]) -> Iterator[
 def matched(plan: Plan, source: Source) -> Iterator[Pair]:
     """The records matching ``plan``'s query, in the plan's walk order (before sort and slice)."""
     where = plan.query.where
-    scans = plan.scans
     source.computed = _computed_names(plan.query, source.store.definition)
+    scans = tuple(_resolved(scan, source) for scan in plan.scans)
     if not scans:
         streams = [_walk_primary(source, KeyRange(), False)]
     else:
-        streams = [_walk(source, scan, plan.reverse) for scan in scans]
+        keyed = plan.order in ("stream", "merge") and not plan.query.sort
+        streams = [_walk(source, scan, plan.reverse, keyed) for scan in scans]
     if len(streams) > 1:
         streams = [_not_in(stream, scans[:i]) for i, stream in enumerate(streams)]
         if plan.order == "merge":
@@ -207,12 +310,48 @@ def matched(plan: Plan, source: Source) -> Iterator[Pair]:
         walked = streams[0]
     if plan.nulls_after:
         walked = itertools.chain(walked, _without_value(source, scans[0].attribute))
-    if where is None:
+    if source.pending:
+        walked = _overlaid(walked, source)
+    if where is None or (not source.pending and _answered_by_index(plan)):
         return walked
     definition = source.store.definition
     if not _through_relationship(where, definition):
         return (pair for pair in walked if matches(where, pair[1]))
     return _matched_related(where, definition, source, walked)
+
+
+def _answered_by_index(plan: Plan) -> bool:
+    """Whether every record the plan walks matches its query, unchecked.
+
+    True for a query whose one condition is an ``eq`` the index holds exactly: one
+    term, not cut short, of a single-valued attribute (the term is the value's
+    typed encoding, so equal terms are equal values).
+    """
+    where = plan.query.where
+    if not isinstance(where, Condition) or len(plan.scans) != 1:
+        return False
+    scan = plan.scans[0]
+    key_range = scan.key_range
+    return (
+        where.comparator == "eq"
+        and scan.comparator == "eq"
+        and not scan.many_valued
+        and key_range.is_one_term
+        and not is_truncated(key_range.lower or b"")
+    )
+
+
+def _overlaid(walked: Iterator[Pair], source: Source) -> Iterator[Pair]:
+    """``walked`` as a transaction sees it: the stored records it wrote are dropped, and
+    every record it left is added at the end (out of order: :func:`_ordered` sorts), to
+    be matched against the whole condition like the others."""
+    pending = source.pending
+    for pair in walked:
+        if pair[0] not in pending:
+            yield pair
+    for key, record in pending.items():
+        if record is not None:
+            yield key, _derive(source, dict(record)) if source.computed else dict(record)
 
 
 def _batches(pairs: Iterator[Pair], source: Source) -> Iterator[list[Pair]]:
@@ -243,11 +382,8 @@ def _matched_related(
     database = source.related()
     for batch in _batches(walked, source):
         with source.read() as txn:
-            kept = [
-                pair
-                for pair in batch
-                if relationships.matches(database, txn, definition, where, pair[1])
-            ]
+            test = relationships.matcher(database, txn, definition, where)
+            kept = [pair for pair in batch if test(pair[1])]
         yield from kept
 
 
@@ -256,11 +392,14 @@ def _ordered(plan: Plan, source: Source, max_sort_rows: int) -> Iterator[Pair]:
     query = plan.query
     start, end = query.start, query.end
     found = matched(plan, source)
-    if plan.order in ("stream", "merge"):
+    order = plan.order
+    if source.pending and order in ("stream", "merge"):  # pending records come out of order
+        order = "memory" if end is None else "heap"
+    if order in ("stream", "merge"):
         return itertools.islice(found, start, end)
     keyed = _keyed(query.sort, source, found)
     by_key = itemgetter(0)
-    if plan.order == "heap":
+    if order == "heap":
         # the planner buffers in a heap only with a limit, so ``end`` is set
         return (pair for _key, pair in heapq.nsmallest(end or 0, keyed, key=by_key)[start:])
     rows = list(itertools.islice(keyed, max_sort_rows + 1))
@@ -326,6 +465,9 @@ def shape(selection: Selection | None, record: Record) -> Any:
     return {item.name: record.get(item.name) for item in fields}
 
 
+_RECORD_OF = itemgetter(1)
+
+
 def _shaped(plan: Plan, source: Source, ordered: Iterator[Pair]) -> Iterator[Any]:
     """The records of ``ordered`` shaped by the query's selection, relationships filled in."""
     selection = plan.query.select
@@ -335,9 +477,10 @@ def _shaped(plan: Plan, source: Source, ordered: Iterator[Pair]) -> Iterator[Any
         for _key, record in ordered:
             yield {name: value for name, value in record.items() if name not in hidden}
         return
-    if selection is None or not any(
-        item.name in definition.relationships for item in selection.fields
-    ):
+    if selection is None:
+        yield from map(_RECORD_OF, ordered)  # no generator step of ours per record
+        return
+    if not any(item.name in definition.relationships for item in selection.fields):
         for _key, record in ordered:
             yield shape(selection, record)
         return
@@ -352,6 +495,25 @@ def _shaped(plan: Plan, source: Source, ordered: Iterator[Pair]) -> Iterator[Any
             yield shape(selection, record)
 
 
+def selected(
+    selection: Selection,
+    store: TableStore,
+    database: Database,
+    txn: lmdb.Transaction,
+    record: Record,
+) -> Any:
+    """One record shaped by ``selection``, as a query shapes each of its results (a record
+    URL's ``select()``): the computed attributes it names derived, its relationships
+    read in ``txn``. ``record`` is the stored record, changed in place."""
+    definition = store.definition
+    names = {item.name for item in selection.fields}
+    values = {name: store.value(record, name) for name in definition.computed if name in names}
+    record.update(values)  # after every call: each function sees the stored record alone
+    if not names.isdisjoint(definition.relationships):
+        record = relationships.with_related(database, txn, definition, record, selection)
+    return shape(selection, record)
+
+
 class Results(Iterator[Any]):
     """The streamed results of a query: iterate for the records, :meth:`count` for the total."""
 
@@ -359,13 +521,24 @@ class Results(Iterator[Any]):
         self.plan = plan
         self.source = source
         self.max_sort_rows = max_sort_rows
+        self.view: Callable[[Any], Any] | None = None
+        """Applied to each result when set: what a role may see of a record (set it before
+        iterating)."""
         self._results: Iterator[Any] | None = None
 
-    def __next__(self) -> Any:
+    def _started(self) -> Iterator[Any]:
         if self._results is None:
             ordered = _ordered(self.plan, self.source, self.max_sort_rows)
-            self._results = _shaped(self.plan, self.source, ordered)
-        return next(self._results)
+            shaped = _shaped(self.plan, self.source, ordered)
+            self._results = shaped if self.view is None else map(self.view, shaped)
+        return self._results
+
+    def __next__(self) -> Any:
+        return next(self._started())
+
+    def __iter__(self) -> Iterator[Any]:
+        """The results themselves, so a ``for`` loop pays no method call per record."""
+        return self._started()
 
     def count(self) -> int:
         """How many records match the query, ignoring its limit (a pass of its own)."""
@@ -381,10 +554,7 @@ class Results(Iterator[Any]):
         """The plan and what running it took: driver, estimate, filters, scanned, returned."""
         returned = sum(1 for _record in self)
         scans = self.plan.scans
-        drivers = [
-            {"attribute": scan.attribute, "comparator": scan.comparator, "range": scan.label}
-            for scan in scans
-        ]
+        drivers = [_driver(scan) for scan in scans]
         return {
             "driver": None if not scans else drivers[0] if len(drivers) == 1 else drivers,
             "estimated": self.plan.estimated,
@@ -397,6 +567,27 @@ class Results(Iterator[Any]):
             "returned": returned,
             "sort": self.plan.sort_kind,
         }
+
+
+def _driver(scan: IndexScan) -> dict[str, Any]:
+    """One scan as ``explain()`` shows it; a join names the related scan and its key count."""
+    shown: dict[str, Any] = {
+        "attribute": scan.attribute,
+        "comparator": scan.comparator,
+        "range": scan.label,
+    }
+    join = scan.join
+    if join is not None:
+        related = join.related
+        shown["join"] = {
+            "relationship": join.relationship.name,
+            "table": join.relationship.target,
+            "attribute": related.attribute,
+            "comparator": related.comparator,
+            "range": related.label,
+            "keys": join.keys,
+        }
+    return shown
 
 
 def matching_keys(

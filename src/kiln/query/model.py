@@ -38,6 +38,10 @@ class Condition:
     forced: ValueType | None = None
     position: int = 0
 
+    def with_value(self, value: Any) -> Condition:
+        """This condition comparing with ``value`` instead (a typed copy of the text)."""
+        return Condition(self.path, self.comparator, value, self.forced, self.position)
+
 
 @dataclass(frozen=True, slots=True)
 class And:
@@ -102,3 +106,8 @@ class Query:
     start: int = 0
     end: int | None = None
     explain: bool = False
+
+    def with_where(self, where: Node | None) -> Query:
+        """This query with ``where`` as its conditions (built directly: on every request,
+        ``dataclasses.replace`` costs several times as much)."""
+        return Query(where, self.select, self.sort, self.start, self.end, self.explain)

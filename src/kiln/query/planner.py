@@ -9,12 +9,25 @@ records it fetches; an ``or`` is the union of one scan per branch. A query no
 index can drive is refused unless ``query.allowScans`` is on; a query without
 conditions walks the primary key.
 
+A condition through a relationship (``owner.name=Ann``) drives as a join
+(:class:`Join`) when the related table can drive ``name=Ann`` and this table can
+find records by the linking key: for ``owner: Owner @relationship(from: ownerId)``
+the plan walks Owner's ``name`` index, then Dog's ``ownerId`` index (which must be
+``@indexed``, or be the primary key) at each owner key found; for ``dogs: [Dog]
+@relationship(to: ownerId)`` it walks Dog's index, then Owner's primary key at
+each ``ownerId`` those dogs hold. The related keys are found when the query is
+planned (to estimate the join: the entries under those keys) and again when it
+runs; above :data:`JOIN_KEYS` related records the condition does not drive
+(another one may, or the query is refused). Every record a join fetches is
+checked against the whole condition again.
+
 The order: key order when ``sort`` is empty. A primary-key walk and a single
-``eq`` scan are in key order already (several such scans are merged by key); a
-``sort`` on the one attribute that drives (or, without conditions, on any
-``@indexed`` attribute or the primary key) walks that index in order. Any other
-order is made in memory: a top-k heap when the query has a ``limit``, else a sort
-of at most ``query.maxSortRows`` records.
+``eq`` scan are in key order already (several such scans are merged by key, as
+are the walks of a join over at most :data:`JOIN_MERGE` keys); a ``sort`` on the
+one attribute that drives (or, without conditions, on any ``@indexed`` attribute
+or the primary key) walks that index in order. Any other order is made in memory:
+a top-k heap when the query has a ``limit``, else a sort of at most
+``query.maxSortRows`` records.
 """
 
 from __future__ import annotations
@@ -28,8 +41,10 @@ import lmdb
 import msgspec
 
 from kiln.errors import BadRequest
+from kiln.query import relationships
 from kiln.query.model import Condition, Node, Or, Query
-from kiln.schema import TableDef
+from kiln.schema import Relationship, TableDef
+from kiln.storage.database import Database
 from kiln.storage.keys import NUMBERS_END, NUMBERS_START, STRINGS_END, STRINGS_START
 from kiln.storage.ranges import KeyRange, estimate, index_term, is_truncated
 from kiln.storage.table import TableStore
@@ -39,6 +54,14 @@ DRIVING = frozenset({"eq", "gt", "ge", "lt", "le", "sw"})
 
 ESTIMATE_CAP = 1000
 """Counting a candidate scan's entries stops here: past it, any candidate is "large"."""
+
+JOIN_KEYS = 1000
+"""A condition through a relationship drives only when the related range holds at most this
+many records (counted when planning): past it, it only filters."""
+
+JOIN_MERGE = 8
+"""A join over at most this many keys of an index gives its records in key order (one walk
+per key, merged); over more, its order is made like a range's."""
 
 Order = Literal["stream", "merge", "heap", "memory"]
 Reader = Callable[[], AbstractContextManager[lmdb.Transaction]]
@@ -59,7 +82,8 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class IndexScan:
-    """One walk over ``key_range`` of the index of ``attribute`` (``primary``: the records)."""
+    """One walk over ``key_range`` of the index of ``attribute`` (``primary``: the records),
+    or, for a ``join``, over the index at each key it joins on."""
 
     attribute: str
     primary: bool
@@ -69,11 +93,40 @@ class IndexScan:
     """The range as the query wrote it, for ``explain``: ``[5, 10)``, ``"ab"*``."""
     many_valued: bool = False
     """The attribute may hold lists, so one record may sit under several terms."""
+    join: Join | None = None
+    """Set for a condition through a relationship: the walk is at the keys it joins on
+    (``key_range`` is then unused)."""
+    terms: frozenset[bytes] | None = None
+    """A join's keys, found when the query runs (the executor fills them in)."""
 
     @property
-    def single_term(self) -> bool:
-        """Whether the range is one term (an ``eq``): its keys then come in key order."""
-        return self.key_range.lower == self.key_range.upper
+    def key_ordered(self) -> bool:
+        """Whether the walk gives records in key order: a primary walk, one term (an ``eq``),
+        or a join over few keys (merged)."""
+        if self.primary:
+            return True
+        if self.join is not None:
+            return self.join.keys <= JOIN_MERGE
+        return self.key_range.is_one_term
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """How a condition through ``relationship`` drives: the ``related`` scan walks the
+    related table, and the keys it gives (:func:`kiln.query.relationships.join_keys`) are
+    walked on this table by the :class:`IndexScan` holding the join."""
+
+    relationship: Relationship
+    related: IndexScan
+    keys: int
+    """How many keys the join had when planned."""
+    estimated: int
+    """This table's entries under those keys (counted up to :data:`ESTIMATE_CAP`)."""
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """The condition's attribute path: ``("owner", "name")``."""
+        return (self.relationship.name, self.related.attribute)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,45 +236,6 @@ def _joined(first: IndexScan, second: IndexScan) -> IndexScan:
 Candidate = tuple[IndexScan, ...]
 
 
-def _candidates(
-    node: Node, definition: TableDef, choose: Callable[[list[Candidate]], Candidate]
-) -> list[Candidate]:
-    """Every way to drive ``node``: each a tuple of scans whose union holds its matches."""
-    if isinstance(node, Condition):
-        scan = scan_of(node, definition)
-        return [] if scan is None else [(scan,)]
-    if isinstance(node, Or):
-        union: list[IndexScan] = []
-        for item in node.items:
-            options = _candidates(item, definition, choose)
-            if not options:
-                return []
-            union.extend(choose(options))
-        return [tuple(union)]
-    found: list[Candidate] = []
-    ranged: dict[str, IndexScan] = {}
-    for item in node.items:
-        options = _candidates(item, definition, choose)
-        for option in options:
-            scan = option[0]
-            joinable = (
-                len(option) == 1
-                and not scan.many_valued
-                and scan.comparator in ("gt", "ge", "lt", "le")
-            )
-            if joinable and scan.attribute in ranged:
-                other = ranged[scan.attribute]
-                if (other.comparator in ("gt", "ge")) != (scan.comparator in ("gt", "ge")):
-                    joined = _joined(other, scan)
-                    found[found.index((other,))] = (joined,)
-                    ranged[scan.attribute] = joined
-                    continue
-            if joinable:
-                ranged[scan.attribute] = scan
-            found.append(option)
-    return found
-
-
 def _leaves(node: Node | None) -> list[Condition]:
     if node is None:
         return []
@@ -230,30 +244,179 @@ def _leaves(node: Node | None) -> list[Condition]:
     return [leaf for item in node.items for leaf in _leaves(item)]
 
 
-def _refusal(query: Query, definition: TableDef) -> BadRequest:
+def _drives(scan: IndexScan) -> set[tuple[tuple[str, ...], str]]:
+    """The (path, comparator) of the conditions ``scan`` answers."""
+    if scan.join is not None:
+        return {(scan.join.path, scan.join.related.comparator)}
+    return {((scan.attribute,), part) for part in scan.comparator.split(",")}
+
+
+class _Planner:
+    """The candidates of one query: each a tuple of scans whose union holds its matches."""
+
+    def __init__(self, definition: TableDef, store: TableStore, read: Reader, database: Database):
+        self.definition = definition
+        self.store = store
+        self.read = read
+        self.database = database
+        self.counted: dict[Candidate, int] = {}
+        self.refused: dict[Condition, tuple[str, str | None]] = {}
+        """Why a condition through a relationship cannot drive, and which @indexed fixes it."""
+
+    def size(self, candidate: Candidate) -> int:
+        """The entries ``candidate`` walks, counted up to :data:`ESTIMATE_CAP` per scan."""
+        if candidate not in self.counted:
+            with self.read() as txn:
+                self.counted[candidate] = sum(
+                    scan.join.estimated
+                    if scan.join is not None
+                    else estimate(
+                        txn,
+                        self.store.primary if scan.primary else self.store.indexes[scan.attribute],
+                        scan.key_range,
+                        ESTIMATE_CAP,
+                        dupsort=not scan.primary,
+                    )
+                    for scan in candidate
+                )
+        return self.counted[candidate]
+
+    def choose(self, options: list[Candidate]) -> Candidate:
+        """The option with the fewest entries (not counted when there is one)."""
+        return options[0] if len(options) == 1 else min(options, key=self.size)
+
+    def candidates(self, node: Node) -> list[Candidate]:
+        """Every way to drive ``node``."""
+        if isinstance(node, Condition):
+            scan = scan_of(node, self.definition)
+            if (
+                scan is None
+                and len(node.path) == 2
+                and node.path[0] in self.definition.relationships
+            ):
+                scan = self.joined(node)
+            return [] if scan is None else [(scan,)]
+        if isinstance(node, Or):
+            union: list[IndexScan] = []
+            for item in node.items:
+                options = self.candidates(item)
+                if not options:
+                    return []
+                union.extend(self.choose(options))
+            return [tuple(union)]
+        found: list[Candidate] = []
+        ranged: dict[str, IndexScan] = {}
+        for item in node.items:
+            for option in self.candidates(item):
+                scan = option[0]
+                joinable = (
+                    len(option) == 1
+                    and not scan.many_valued
+                    and scan.comparator in ("gt", "ge", "lt", "le")
+                )
+                if joinable and scan.attribute in ranged:
+                    other = ranged[scan.attribute]
+                    if (other.comparator in ("gt", "ge")) != (scan.comparator in ("gt", "ge")):
+                        joined = _joined(other, scan)
+                        found[found.index((other,))] = (joined,)
+                        ranged[scan.attribute] = joined
+                        continue
+                if joinable:
+                    ranged[scan.attribute] = scan
+                found.append(option)
+        return found
+
+    def joined(self, condition: Condition) -> IndexScan | None:
+        """The join that drives ``condition`` (through a relationship), or None, the reason
+        kept in :attr:`refused`."""
+        definition = self.definition
+        relationship = definition.relationships[condition.path[0]]
+        target = self.database.tables[relationship.target]
+        name = ".".join(condition.path)
+        rest = Condition(condition.path[1:], condition.comparator, condition.value)
+        related = scan_of(rest, target.definition)
+        if related is None:
+            if condition.comparator in DRIVING and _indexable(rest.path[0], target.definition):
+                shown = f"{condition.comparator} {_show(condition.value)}"
+                self.refused[condition] = (f"`{name}` {shown} cannot use its index", None)
+            elif condition.comparator in DRIVING:
+                self.refused[condition] = (
+                    f"`{name}`: `{rest.path[0]}` of {target.definition.name} is not indexed",
+                    f"`{rest.path[0]}` in `type {target.definition.name}`",
+                )
+            return None
+        link = relationship.from_attribute
+        if link is not None and not _indexable(link, definition):
+            self.refused[condition] = (
+                f"`{name}` joins through `{link}`, which is not indexed",
+                f"`{link}`",
+            )
+            return None
+        walked = link or definition.primary_key
+        primary = walked == definition.primary_key
+        with self.read() as txn:
+            keys = relationships.join_keys(
+                self.database, txn, relationship, related.attribute, related.key_range, JOIN_KEYS
+            )
+            if keys is None:
+                self.refused[condition] = (
+                    f"`{name}` matches more than {JOIN_KEYS} {target.definition.name} records, "
+                    "too many to join on",
+                    None,
+                )
+                return None
+            estimated = len(keys) if primary else self._under(txn, walked, keys)
+        join = Join(relationship, related, len(keys), estimated)
+        label = f"{len(keys)} {'key' if len(keys) == 1 else 'keys'} joined through `{name}`"
+        many = not primary and _many_valued(definition, walked)
+        return IndexScan(walked, primary, "in", KeyRange(), label, many, join)
+
+    def _under(self, txn: lmdb.Transaction, attribute: str, keys: list[bytes]) -> int:
+        """The entries of ``attribute``'s index under ``keys``, counted up to the cap."""
+        index, total = self.store.indexes[attribute], 0
+        for key in keys:
+            if total >= ESTIMATE_CAP:
+                break
+            term = KeyRange(key, True, key, True)
+            total += estimate(txn, index, term, ESTIMATE_CAP - total, dupsort=True)
+        return total
+
+
+def _indexable(attribute: str, definition: TableDef) -> bool:
+    return attribute == definition.primary_key or attribute in definition.indexed
+
+
+def _refusal(
+    query: Query, definition: TableDef, refused: dict[Condition, tuple[str, str | None]]
+) -> BadRequest:
     reasons, unindexed = [], []
     for leaf in _leaves(query.where):
         name = ".".join(leaf.path)
         if leaf.comparator not in DRIVING:
             reasons.append(f"`{name}` {leaf.comparator} cannot use an index")
+        elif leaf in refused:
+            reason, fix = refused[leaf]
+            reasons.append(reason)
+            if fix is not None:
+                unindexed.append(fix)
         elif len(leaf.path) == 1 and scan_of(leaf, definition) is None:
-            if leaf.path[0] not in definition.indexed and leaf.path[0] != definition.primary_key:
+            if not _indexable(leaf.path[0], definition):
                 reasons.append(f"`{name}` is not indexed")
-                unindexed.append(name)
+                unindexed.append(f"`{name}`")
             else:
                 shown = f"{leaf.comparator} {_show(leaf.value)}"
                 reasons.append(f"`{name}` {shown} cannot use its index")
         elif len(leaf.path) > 1:
             reasons.append(f"`{name}` is a nested path, which no index holds")
     fix = (
-        f"add @indexed to `{unindexed[0]}` in schema.graphql"
+        f"add @indexed to {unindexed[0]} in schema.graphql"
         if unindexed
         else "add an eq, range or sw condition on an @indexed attribute"
     )
     return BadRequest(
         f"no index can drive this query on {definition.name} ({'; '.join(reasons)}): "
         "every branch needs an eq, range (gt, ge, lt, le) or sw condition on an @indexed "
-        "attribute or the primary key",
+        "attribute or the primary key, or through a relationship (joined on an @indexed key)",
         hint=f"{fix}, or set query.allowScans: true in config.yaml to allow full scans",
     )
 
@@ -265,53 +428,36 @@ def plan_query(
     read: Reader,
     limits: Limits,
     *,
+    database: Database,
     estimate_all: bool = False,
 ) -> Plan:
     """The :class:`Plan` for the bound ``query`` over ``store``.
 
     Args:
-        read: opens a short read transaction, for counting candidate scans.
+        read: opens a short read transaction, for counting candidate scans and joins.
+        database: ``store``'s database, whose other tables conditions through
+            relationships join.
         estimate_all: count the chosen scans even when there is no choice (for explain).
 
     Raises:
         BadRequest: no index can drive the query and scans are not allowed.
     """
-    counted: dict[Candidate, int] = {}
-
-    def size(candidate: Candidate) -> int:
-        if candidate not in counted:
-            with read() as txn:
-                counted[candidate] = sum(
-                    estimate(
-                        txn,
-                        store.primary if scan.primary else store.indexes[scan.attribute],
-                        scan.key_range,
-                        ESTIMATE_CAP,
-                        dupsort=not scan.primary,
-                    )
-                    for scan in candidate
-                )
-        return counted[candidate]
-
-    def choose(options: list[Candidate]) -> Candidate:
-        return options[0] if len(options) == 1 else min(options, key=size)
-
+    planner = _Planner(definition, store, read, database)
     where = query.where
     scans: Candidate = ()
     full_scan = False
     if where is not None:
-        options = _candidates(where, definition, choose)
+        options = planner.candidates(where)
         if options:
-            scans = choose(options)
+            scans = planner.choose(options)
         elif limits.allow_scans:
             full_scan = True
         else:
-            raise _refusal(query, definition)
-    estimated = size(scans) if scans and (estimate_all or scans in counted) else None
-    driving = {(scan.attribute, part) for scan in scans for part in scan.comparator.split(",")}
-    filters = tuple(
-        leaf for leaf in _leaves(where) if (leaf.path[0], leaf.comparator) not in driving
-    )
+            raise _refusal(query, definition, planner.refused)
+    counted = bool(scans) and (estimate_all or scans in planner.counted)
+    estimated = planner.size(scans) if counted else None
+    driving = set().union(*map(_drives, scans))
+    filters = tuple(leaf for leaf in _leaves(where) if (leaf.path, leaf.comparator) not in driving)
     order, reverse, nulls_after, scans = _ordering(
         query, definition, scans, full_scan, limits.max_sort_rows
     )
@@ -329,7 +475,7 @@ def _ordering(
     small_limit = query.end is not None and query.end <= max_sort_rows
     buffered: Order = "heap" if small_limit else "memory"
     if not query.sort:
-        if not scans or all(scan.primary or scan.single_term for scan in scans):
+        if all(scan.key_ordered for scan in scans):
             return ("stream" if len(scans) <= 1 else "merge"), False, False, scans
         return buffered, False, False, scans
     if len(query.sort) != 1 or len(query.sort[0].path) != 1 or full_scan:

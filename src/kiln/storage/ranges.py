@@ -14,6 +14,7 @@ backwards, so ties keep key order either way.
 from __future__ import annotations
 
 import datetime
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,16 @@ class KeyRange:
         """Whether ``key`` is not above the upper bound."""
         upper = self.upper
         return upper is None or key < upper or (self.upper_inclusive and key == upper)
+
+    @property
+    def is_one_term(self) -> bool:
+        """Whether the range holds exactly one key (an ``eq``)."""
+        return (
+            self.lower is not None
+            and self.lower == self.upper
+            and self.lower_inclusive
+            and self.upper_inclusive
+        )
 
     def __contains__(self, key: bytes) -> bool:
         return self.above_lower(key) and self.below_upper(key)
@@ -142,6 +153,8 @@ def walk_index(
     descending order but the keys of one term still ascend.
     """
     cursor = txn.cursor(db=db)
+    if key_range.is_one_term and not reverse:
+        return _walk_term(cursor, key_range.lower, after, limit)
     found = (
         _resume_reverse(cursor, key_range, after) if reverse else _resume(cursor, key_range, after)
     )
@@ -156,6 +169,19 @@ def walk_index(
         else:
             found = cursor.next()
     return chunk
+
+
+def _walk_term(cursor: Any, term: bytes, after: Entry | None, limit: int) -> list[Entry]:
+    """Up to ``limit`` entries of the one index term ``term`` (an ``eq``), after ``after``:
+    the duplicates of one key, read without comparing each against a range."""
+    if after is None:
+        if not cursor.set_key(term):
+            return []
+    elif not cursor.set_range_dup(term, after[1]) or (
+        cursor.value() == after[1] and not cursor.next_dup()
+    ):
+        return []
+    return [(term, bytes(key)) for key in itertools.islice(cursor.iternext_dup(), limit)]
 
 
 def _resume(cursor: Any, key_range: KeyRange, after: Entry | None) -> bool:
