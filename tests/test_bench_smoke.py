@@ -93,6 +93,7 @@ def test_bench_query_runs_and_prints_the_ratios() -> None:
         "bare GET",
         "indexed eq (10 rows)",
         "range limit(100)",
+        "join eq (10 rows)",
         "full scan eq (10 rows)",
     ):
         assert re.search(rf"^{re.escape(target)}\s+[\d,.]+\s", finished.stdout, re.MULTILINE), (
@@ -100,6 +101,11 @@ def test_bench_query_runs_and_prints_the_ratios() -> None:
         )
     assert re.search(
         r"^ratio indexed eq \(10 rows\) / bare GET = \d+\.\d+ +\(target >= 0\.40: (met|NOT met)\)$",
+        finished.stdout,
+        re.MULTILINE,
+    ), output
+    assert re.search(
+        r"^ratio join eq \(10 rows\) / indexed eq \(10 rows\) = \d+\.\d+$",
         finished.stdout,
         re.MULTILINE,
     ), output
@@ -134,3 +140,92 @@ def test_bench_resources_runs_and_prints_the_overhead() -> None:
         re.MULTILINE,
     ), output
     assert "WARNING" not in finished.stdout, output
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not on PATH (apt-get install wrk) to load servers"
+)
+def test_bench_auth_runs_and_prints_the_overheads() -> None:
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.auth",
+            *("--records", "200", "--duration", "1", "--connections", "4", "--threads", "1"),
+            *("--rounds", "1"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = finished.stdout + finished.stderr
+    assert finished.returncode == 0, output
+    for target in ("anonymous", "basic", "bearer"):
+        assert re.search(rf"^{target}\s+[\d,]+\s", finished.stdout, re.MULTILINE), output
+    for name in ("basic", "bearer"):
+        assert re.search(
+            rf"^overhead of {name} = 1 - {name}/anonymous = -?\d+\.\d%"
+            r" +\(target <= 15%: (met|NOT met)\)$",
+            finished.stdout,
+            re.MULTILINE,
+        ), output
+    assert "WARNING" not in finished.stdout, output
+
+
+def test_bench_realtime_runs_and_prints_the_latencies() -> None:
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.realtime",
+            *("--subscribers", "5", "--rate", "50", "--duration", "1", "--fanout", "20"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = finished.stdout + finished.stderr
+    assert finished.returncode == 0, output
+    for row in ("fsync (4 KiB, baseline)", "PUT → SSE delivery", "PUT → WebSocket delivery"):
+        assert re.search(rf"{re.escape(row)}\s+\d+\.\d+\s+\d+\.\d+\s+\d+", output), output
+    assert re.search(r"50 PUTs at \d+/s", output), output
+    assert "fan-out: one PUT to 20 SSE subscribers" in output, output
+    assert "20/20 delivered" in output, output
+    assert "WARNING" not in output, output
+
+
+@pytest.mark.skipif(
+    shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
+    reason="mosquitto is not installed (apt-get install mosquitto): the MQTT baseline",
+)
+def test_bench_mqtt_runs_and_prints_the_ratios() -> None:
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.mqtt",
+            *("--messages", "2000", "--subscribers", "5", "--fanout-messages", "200"),
+            *("--qos1-messages", "500", "--processes", "2"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = finished.stdout + finished.stderr
+    assert finished.returncode == 0, output
+    for scenario in ("QoS 0, 1 -> 1", "QoS 0, 1 -> 5", "QoS 1, 1 -> 1"):
+        for broker in ("kiln", "mosquitto"):
+            assert re.search(
+                rf"^{re.escape(scenario)} +{broker} +[\d,]+ +[\d,]+ +-?[\d,]+$",
+                finished.stdout,
+                re.MULTILINE,
+            ), output
+        assert re.search(
+            rf"^ratio {re.escape(scenario)}: kiln / mosquitto = \d+\.\d\d",
+            finished.stdout,
+            re.MULTILINE,
+        ), output
+    assert re.search(r"target >= 0\.30: (met|NOT met)", finished.stdout), output

@@ -1,10 +1,11 @@
-"""Primary keys as URL paths (and, later, MQTT topic levels).
+"""Primary keys as URL paths and MQTT topic levels.
 
 Integer keys are written in decimal; string keys are percent-encoded (``/``,
 ``%``, ``?``, ``#``, spaces and non-ASCII included), so a generated URL always
 names exactly its key. The HTTP
 server hands kiln paths already percent-decoded (``a%2Fb`` arrives as ``a/b``),
-so everything after ``/Table/`` is the key, slashes included.
+so everything after ``/Table/`` is the key, slashes included. An MQTT topic
+names a key as it is (``Dog/a/b`` is the key ``a/b``): topics are not encoded.
 
 >>> key_to_segment("a/b%c")
 'a%2Fb%25c'
@@ -33,6 +34,20 @@ def key_to_segment(key: Key) -> str:
     if isinstance(key, float) and key.is_integer():
         return str(int(key))
     return str(key)
+
+
+def key_to_topic(key: Key) -> str | None:
+    """The topic levels that name ``key`` after ``Table/``; None when no topic name can
+    (a string key that is empty or holds ``+``, ``#`` or U+0000).
+
+    >>> key_to_topic("a/b"), key_to_topic(42), key_to_topic("a+b")
+    ('a/b', '42', None)
+    """
+    if not isinstance(key, str):
+        return key_to_segment(key)
+    if not key or "+" in key or "#" in key or "\x00" in key:
+        return None
+    return key
 
 
 def parse_key(text: str, key_type: str) -> Key:
