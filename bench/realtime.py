@@ -164,12 +164,13 @@ def subscribe_and_collect(
 
 def write_at_rate(url: str, records: list[int], rate: int, duration: float, out: Any) -> None:
     """A process: PUT ``rate`` writes per second over ``records`` for ``duration`` s; put
-    (writes made, seconds taken) on ``out``."""
+    (writes made, seconds taken, each PUT's ms from send to answer) on ``out``."""
 
-    async def main() -> tuple[int, float]:
+    async def main() -> tuple[int, float, list[float]]:
         jobs: asyncio.Queue[int | None] = asyncio.Queue()
         headers = {"content-type": "application/json", "authorization": _AUTHORIZATION}
         written = 0
+        acknowledged: list[float] = []
 
         async def worker() -> None:
             nonlocal written
@@ -177,10 +178,12 @@ def write_at_rate(url: str, records: list[int], rate: int, duration: float, out:
             async with httpx.AsyncClient(base_url=url, limits=limits, trust_env=False) as client:
                 while (n := await jobs.get()) is not None:
                     record = records[n % len(records)]
-                    body = json.dumps({"sent": time.time(), "n": n})
+                    sent = time.time()
+                    body = json.dumps({"sent": sent, "n": n})
                     response = await client.put(f"/Tick/{record}", content=body, headers=headers)
                     if response.status_code != 204:
                         raise RuntimeError(f"PUT /Tick/{record}: {response.status_code}")
+                    acknowledged.append((time.time() - sent) * 1000)
                     written += 1
 
         workers = [asyncio.create_task(worker()) for _ in range(32)]
@@ -194,7 +197,7 @@ def write_at_rate(url: str, records: list[int], rate: int, duration: float, out:
         for _ in workers:
             jobs.put_nowait(None)
         await asyncio.gather(*workers)
-        return written, time.perf_counter() - started
+        return written, time.perf_counter() - started, acknowledged
 
     out.put(asyncio.run(main()))
 
@@ -225,7 +228,7 @@ def latency_phase(url: str, args: argparse.Namespace) -> dict[str, Any]:
         target=write_at_rate, args=(url, records, args.rate, args.duration, writer_out)
     )
     writer.start()
-    written, seconds = writer_out.get(timeout=args.duration * 4 + 60)
+    written, seconds, acknowledged = writer_out.get(timeout=args.duration * 4 + 60)
     writer.join()
     time.sleep(1.0)  # the last deliveries
     stop.set()
@@ -235,6 +238,7 @@ def latency_phase(url: str, args: argparse.Namespace) -> dict[str, Any]:
         process.join(10)
     results["written"] = written
     results["rate"] = written / seconds
+    results["acknowledged"] = acknowledged
     return results
 
 
@@ -287,6 +291,11 @@ def report(
         f"{'fsync (4 KiB, baseline)':28} {percentile(fsync, 0.5):8.2f} {fsync_p99:8.2f} "
         f"{len(fsync):8}",
     ]
+    acked = latency["acknowledged"]
+    lines.append(
+        f"{'PUT acknowledged':28} {percentile(acked, 0.5):8.2f} {percentile(acked, 0.99):8.2f} "
+        f"{len(acked):8}"
+    )
     verdicts = []
     for kind, name in (("sse", "PUT → SSE delivery"), ("ws", "PUT → WebSocket delivery")):
         values = latency[kind]
