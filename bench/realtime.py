@@ -12,17 +12,19 @@ Steps:
 2. The baseline: this machine's ``fsync`` latency (p50/p99) on the data folder's
    disk, 4 KiB written and synced at a time, measured just before the load.
 3. Latency: ``--subscribers`` SSE clients (one process) and as many WebSocket clients
-   (another process) each subscribe to their own record; a third process PUTs
-   ``--rate`` writes per second spread over those records for ``--duration`` s, each
-   carrying its send time. A subscriber's latency is delivery time minus send time
+   (another process) each subscribe to their own record; wrk PUTs about ``--rate``
+   writes per second to random ones of those records for ``--duration`` s (8
+   connections, each pausing between requests), each body carrying its send time
+   (``lua/timed_put.lua``). A subscriber's latency is delivery time minus send time
    (one machine, one clock), so it spans the HTTP request, the durable commit, the
-   bus and the delivery. The target: PUT-to-delivery p99 ≤ fsync p99 + 5 ms.
+   bus and the delivery; wrk's own latency is the PUT's acknowledgement. The target:
+   PUT-to-delivery p99 ≤ fsync p99 + 5 ms.
 4. Fan-out: ``--fanout`` SSE clients subscribe to one record; one PUT; the time from
    its send to the last delivery (and the median).
 
-The subscribers and the writer run in separate processes so that no client's event
-loop delays another's timestamps; on a 2-core machine they still share the CPU with
-the server, so read the figures as an upper bound.
+The subscribers run in processes of their own and the writer is wrk, so that no
+client's event loop delays another's timestamps; on a 2-core machine they still share
+the CPU with the server, so read the figures as an upper bound.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import multiprocessing
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +50,7 @@ import websockets
 
 from bench.procs import free_port
 from bench.rest import _AUTHORIZATION, _kiln_process
+from bench.wrk import WrkResult, find_wrk, parse
 
 SCHEMA = """type Tick @table @export {
   id: Int @primaryKey
@@ -162,51 +166,46 @@ def subscribe_and_collect(
     out.put(asyncio.run(main()))
 
 
-def write_at_rate(url: str, records: list[int], rate: int, duration: float, out: Any) -> None:
-    """A process: PUT ``rate`` writes per second over ``records`` for ``duration`` s; put
-    (writes made, seconds taken, each PUT's ms from send to answer) on ``out``."""
+WRITERS = 8
+"""wrk connections writing; each pauses between requests to hold the asked rate."""
+TIMED_PUT = Path(__file__).resolve().parent / "lua" / "timed_put.lua"
 
-    async def main() -> tuple[int, float, list[float]]:
-        jobs: asyncio.Queue[int | None] = asyncio.Queue()
-        headers = {"content-type": "application/json", "authorization": _AUTHORIZATION}
-        written = 0
-        acknowledged: list[float] = []
 
-        async def worker() -> None:
-            nonlocal written
-            limits = httpx.Limits(max_connections=1)
-            async with httpx.AsyncClient(base_url=url, limits=limits, trust_env=False) as client:
-                while (n := await jobs.get()) is not None:
-                    record = records[n % len(records)]
-                    sent = time.time()
-                    body = json.dumps({"sent": sent, "n": n})
-                    response = await client.put(f"/Tick/{record}", content=body, headers=headers)
-                    if response.status_code != 204:
-                        raise RuntimeError(f"PUT /Tick/{record}: {response.status_code}")
-                    acknowledged.append((time.time() - sent) * 1000)
-                    written += 1
-
-        workers = [asyncio.create_task(worker()) for _ in range(32)]
-        started = time.perf_counter()
-        total = int(rate * duration)
-        for n in range(total):
-            delay = started + n / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            jobs.put_nowait(n)
-        for _ in workers:
-            jobs.put_nowait(None)
-        await asyncio.gather(*workers)
-        return written, time.perf_counter() - started, acknowledged
-
-    out.put(asyncio.run(main()))
+def write_at_rate(url: str, records: int, rate: int, duration: float) -> WrkResult:
+    """PUT about ``rate`` writes per second to ``/Tick/<1..records>`` for ``duration`` s with
+    wrk, each body stamped with its send time (C and LuaJIT: the writer's own cost stays
+    out of the latencies)."""
+    executable = find_wrk()
+    if executable is None:
+        raise RuntimeError("wrk is not on PATH (Debian/Ubuntu: apt-get install wrk)")
+    pause_ms = max(0, round(WRITERS * 1000 / rate))
+    command = [
+        executable,
+        "--threads=2",
+        f"--connections={WRITERS}",
+        f"--duration={max(1, round(duration))}s",
+        "--timeout=10s",
+        "--latency",
+        f"--script={TIMED_PUT}",
+        url,
+        "--",
+        str(records),
+        "/Tick/",
+        str(pause_ms),
+        _AUTHORIZATION,
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    if finished.returncode != 0:
+        raise RuntimeError(f"wrk exited with {finished.returncode}:\n{finished.stdout}")
+    return parse(finished.stdout + finished.stderr)
 
 
 # --------------------------------------------------------------------------- phases
 
 
 def latency_phase(url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Run the subscriber and writer processes; the latencies (ms) by protocol, and the rate."""
+    """Run the subscriber processes and the writes: the latencies (ms) by protocol, and wrk's
+    result for the writes."""
     context = multiprocessing.get_context("spawn")
     records = list(range(1, args.subscribers + 1))
     stop = context.Event()
@@ -223,22 +222,14 @@ def latency_phase(url: str, args: argparse.Namespace) -> dict[str, Any]:
         outs[kind] = out
         if not ready.wait(60):
             raise RuntimeError(f"the {kind} subscribers did not all subscribe within 60 s")
-    writer_out = context.Queue()
-    writer = context.Process(
-        target=write_at_rate, args=(url, records, args.rate, args.duration, writer_out)
-    )
-    writer.start()
-    written, seconds, acknowledged = writer_out.get(timeout=args.duration * 4 + 60)
-    writer.join()
+    writes = write_at_rate(url, len(records), args.rate, args.duration)
     time.sleep(1.0)  # the last deliveries
     stop.set()
     for kind, out in outs.items():
         results[kind] = out.get(timeout=60)
     for process in processes:
         process.join(10)
-    results["written"] = written
-    results["rate"] = written / seconds
-    results["acknowledged"] = acknowledged
+    results["writes"] = writes
     return results
 
 
@@ -284,17 +275,17 @@ def report(
     fsync_p99 = percentile(fsync, 0.99)
     lines = [
         f"real-time: {args.subscribers} SSE + {args.subscribers} WebSocket subscribers, "
-        f"one record each; {latency['written']:,} PUTs at {latency['rate']:,.0f}/s "
+        f"one record each; {latency['writes'].requests:,} PUTs at {latency['writes'].rate:,.0f}/s "
         f"(asked {args.rate:,}/s) for {args.duration:g} s",
         "",
         f"{'':28} {'p50 ms':>8} {'p99 ms':>8} {'events':>8}",
         f"{'fsync (4 KiB, baseline)':28} {percentile(fsync, 0.5):8.2f} {fsync_p99:8.2f} "
         f"{len(fsync):8}",
     ]
-    acked = latency["acknowledged"]
+    writes: WrkResult = latency["writes"]
     lines.append(
-        f"{'PUT acknowledged':28} {percentile(acked, 0.5):8.2f} {percentile(acked, 0.99):8.2f} "
-        f"{len(acked):8}"
+        f"{'PUT acknowledged (wrk)':28} {writes.p50_us / 1000:8.2f} {writes.p99_us / 1000:8.2f} "
+        f"{writes.requests:8}"
     )
     verdicts = []
     for kind, name in (("sse", "PUT → SSE delivery"), ("ws", "PUT → WebSocket delivery")):
@@ -307,9 +298,9 @@ def report(
             f"{fsync_p99 + TARGET_MARGIN_MS:.2f} ms: target {met} "
             f"(ratio {p99 / (fsync_p99 + TARGET_MARGIN_MS):.2f})"
         )
-        if len(values) < latency["written"]:
+        if len(values) < latency["writes"].requests:
             verdicts.append(
-                f"WARNING: {name}: {len(values)} of {latency['written']} events arrived"
+                f"WARNING: {name}: {len(values)} of {latency['writes'].requests} events arrived"
             )
     last, median, received = fanout
     lines += [

@@ -173,6 +173,9 @@ def test_bench_auth_runs_and_prints_the_overheads() -> None:
     assert "WARNING" not in finished.stdout, output
 
 
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not on PATH (apt-get install wrk) to write"
+)
 def test_bench_realtime_runs_and_prints_the_latencies() -> None:
     finished = subprocess.run(
         [
@@ -190,7 +193,7 @@ def test_bench_realtime_runs_and_prints_the_latencies() -> None:
     assert finished.returncode == 0, output
     for row in ("fsync (4 KiB, baseline)", "PUT → SSE delivery", "PUT → WebSocket delivery"):
         assert re.search(rf"{re.escape(row)}\s+\d+\.\d+\s+\d+\.\d+\s+\d+", output), output
-    assert re.search(r"50 PUTs at \d+/s", output), output
+    assert re.search(r"one record each; [1-9][\d,]* PUTs at \d+/s", output), output
     assert "fan-out: one PUT to 20 SSE subscribers" in output, output
     assert "20/20 delivered" in output, output
     assert "WARNING" not in output, output

@@ -1,5 +1,5 @@
-"""Security on the real-time protocols: who may subscribe over SSE and WebSocket, and what the
-events of a role with an attribute allow-list hold."""
+"""Security on the real-time protocols: who may subscribe over SSE, WebSocket and MQTT (and
+publish over MQTT), and what the events of a role with an attribute allow-list hold."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from mqtt_clients import Paho
 from realtime_clients import sse
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -15,6 +16,7 @@ from websockets.sync.client import connect
 from conftest import ADMIN_AUTH, KilnServer
 from kiln.auth.passwords import hash_password
 from kiln.auth.users import SYSTEM_FOLDER, UserStore
+from kiln.mqtt import ReasonCode
 
 SCHEMA = """
 type Dog @table @export {
@@ -61,6 +63,8 @@ CAN_READ = {
     ("anonymous", "Owner"): True,
 }
 """Who may read (so subscribe to) which table, as CONFIG says."""
+CAN_UPDATE = {("admin", "Dog"), ("admin", "Owner"), ("editor", "Dog")}
+"""Who may change (so publish a retained record or a message to) which table."""
 
 
 def auth_of(role: str) -> tuple[str, str] | None:
@@ -136,3 +140,19 @@ def test_events_hold_only_the_attributes_the_role_may_read(kiln_server: KilnServ
     assert [event.data["value"] for event in seen] == [{"id": "d2", "name": "Max"}] * 2
     assert seen[1].data["patch"] == {}
     assert full[1].data["value"]["secret"] == "still hidden"
+
+
+@pytest.mark.parametrize(("role", "table"), sorted(CAN_READ))
+def test_mqtt_subscribe_and_publish_matrix(kiln_server: KilnServer, role: str, table: str) -> None:
+    """SUBACK and PUBACK carry 0x87 (not authorized) where the role lacks the permission."""
+    record = "d1" if table == "Dog" else "o1"
+    with Paho(kiln_server.mqtt_port, auth=auth_of(role)).connect() as client:
+        granted = client.subscribe(f"{table}/{record}")
+        if CAN_READ[(role, table)]:
+            assert granted == [0]
+            assert client.next().retain  # the current record, as a retained message
+        else:
+            assert granted == [ReasonCode.NOT_AUTHORIZED]
+        published = client.publish(f"{table}/{record}", b'{"note": "hi"}', qos=1)
+        allowed = (role, table) in CAN_UPDATE
+        assert published == (ReasonCode.SUCCESS if allowed else ReasonCode.NOT_AUTHORIZED)
