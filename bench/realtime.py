@@ -168,6 +168,9 @@ def subscribe_and_collect(
 
 WRITERS = 8
 """wrk connections writing; each pauses between requests to hold the asked rate."""
+ANSWER_MS = 2
+"""About how long a PUT takes to be answered here: each connection pauses that much less, so
+the writes come near the asked rate (the report prints the rate reached)."""
 TIMED_PUT = Path(__file__).resolve().parent / "lua" / "timed_put.lua"
 
 
@@ -178,7 +181,7 @@ def write_at_rate(url: str, records: int, rate: int, duration: float) -> WrkResu
     executable = find_wrk()
     if executable is None:
         raise RuntimeError("wrk is not on PATH (Debian/Ubuntu: apt-get install wrk)")
-    pause_ms = max(0, round(WRITERS * 1000 / rate))
+    pause_ms = max(0, round(WRITERS * 1000 / rate - ANSWER_MS))
     command = [
         executable,
         "--threads=2",
