@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import shutil
 import sys
 import tempfile
@@ -42,13 +43,21 @@ from bench.rest import (
     CLINIC,
     TABLE,
     Seeding,
-    _combined,
     _kiln_process,
     _ms,
     machine_info,
     seed_offline,
 )
-from bench.wrk import WrkResult, run_benchmark, run_wrk, warnings
+from bench.wrk import (
+    WrkResult,
+    alternate,
+    load_arguments,
+    parse_load_arguments,
+    progress,
+    run_benchmark,
+    run_wrk,
+    warnings,
+)
 
 CONFIG = f"""roles:
   anonymous:
@@ -146,33 +155,13 @@ def report(
 # --------------------------------------------------------------------------- main
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.auth",
-        description="GET by id anonymous, with HTTP Basic and with a bearer token.",
+    parser = load_arguments(
+        "python -m bench.auth",
+        "GET by id anonymous, with HTTP Basic and with a bearer token.",
+        "of the targets",
     )
-    parser.add_argument("--records", type=int, default=100_000, help="Dog records to seed")
-    parser.add_argument("--duration", type=int, default=10, help="seconds of load per target")
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up seconds (default 2)")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument(
-        "--rounds", type=int, default=4, help="alternating rounds of the targets (share --duration)"
-    )
-    parser.add_argument("--tmp", type=Path, default=None, help="where to make the temporary folder")
-    args = parser.parse_args(argv)
-    if min(args.records, args.duration, args.connections, args.threads, args.rounds) < 1:
-        parser.error(
-            "--records, --duration, --connections, --threads and --rounds must be at least 1"
-        )
-    if args.warmup is None:
-        args.warmup = min(2, args.duration)
-    args.warmup = max(1, args.warmup)
-    return args
+    return parse_load_arguments(parser, argv)
 
 
 def _wrk(
@@ -202,26 +191,22 @@ def run(args: argparse.Namespace) -> str:
         (app_dir / "config.yaml").write_text(CONFIG)
         info = machine_info(data_dir)
 
-        _progress(f"seeding ids 1-{args.records:,} offline with kiln's library")
+        progress(f"seeding ids 1-{args.records:,} offline with kiln's library")
         seeding = seed_offline(app_dir, data_dir, range(1, args.records + 1))
-        _progress(f"seeded {seeding.describe()}")
+        progress(f"seeded {seeding.describe()}")
 
         kiln = stack.enter_context(_kiln_process(app_dir, data_dir, free_port(), root / "kiln.log"))
         kiln.start()
         targets = _targets(kiln)
         _check_targets(kiln, targets, args.records)
 
-        for name, authorization in targets.items():
-            _progress(f"{name}: warm-up {args.warmup} s")
-            _wrk(kiln, authorization, args, args.warmup)
-        rounds: dict[str, list[WrkResult]] = {name: [] for name in targets}
-        per_round = max(1.0, args.duration / args.rounds)
-        for number in range(args.rounds):
-            for name, authorization in targets.items():
-                _progress(f"{name}: round {number + 1}/{args.rounds}, {per_round:g} s")
-                rounds[name].append(_wrk(kiln, authorization, args, per_round))
-                _progress(f"{name}: {rounds[name][-1].rate:,.0f} req/s")
-        results = {name: _combined(runs) for name, runs in rounds.items()}
+        results = alternate(
+            {
+                name: functools.partial(_wrk, kiln, authorization, args)
+                for name, authorization in targets.items()
+            },
+            args,
+        )
         if kiln.stop() != 0:
             raise RuntimeError(f"kiln did not stop cleanly:\n{kiln.log()}")
         return report(args, seeding, results, info)

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import ServerProcess, free_port
+from bench.wrk import progress
 from kiln.mqtt import MQTT_3_1_1, Connect, Disconnect, Publish, Subscribe, Subscription, encode
 
 TOPIC = "Bench/1"
@@ -380,9 +381,9 @@ def run(args: argparse.Namespace) -> str:
                     mosquitto.start()
                     port = mosquitto.port
                 for name, qos, messages, subscribers in _scenarios(args):
-                    _progress(f"{broker}: {name}, {messages:,} messages")
+                    progress(f"{broker}: {name}, {messages:,} messages")
                     result = run_scenario(port, qos, messages, subscribers, args.processes)
-                    _progress(f"{broker}: {result.rate:,.0f} msgs/s, {result.lost:,} lost")
+                    progress(f"{broker}: {result.rate:,.0f} msgs/s, {result.lost:,} lost")
                     results[(broker, name)] = result
     return report(args, results)
 
@@ -430,10 +431,6 @@ def machine_info() -> list[str]:
         + ", ".join(versions),
         f"mosquitto: {mosquitto[0] if mosquitto else 'unknown'}",
     ]
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -39,8 +39,8 @@ from pathlib import Path
 import httpx
 
 from bench.procs import ServerProcess, free_port
-from bench.rest import _AUTHORIZATION, _bare_process, _kiln_process, _progress, machine_info
-from bench.wrk import WrkResult, run_benchmark, run_wrk
+from bench.rest import _AUTHORIZATION, _bare_process, _kiln_process, machine_info
+from bench.wrk import WrkResult, progress, run_benchmark, run_wrk
 
 SCHEMA = """
 type Dog @table @export {
@@ -127,11 +127,11 @@ def _load(
         "authorization": _AUTHORIZATION,
         "timeout_s": 30,
     }
-    _progress(f"{name}: warm-up 1 s")
+    progress(f"{name}: warm-up 1 s")
     run_wrk(url, duration=1, **common)
-    _progress(f"{name}: {duration} s measured")
+    progress(f"{name}: {duration} s measured")
     result = run_wrk(url, duration=duration, **common)
-    _progress(f"{name}: {result.rate:,.0f} req/s")
+    progress(f"{name}: {result.rate:,.0f} req/s")
     return result
 
 
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> str:
         (app_dir / "schema.graphql").write_text(SCHEMA)
         (app_dir / "config.yaml").write_text(CONFIG)
         info = machine_info(data_dir)
-        _progress(f"seeding {args.records:,} records offline")
+        progress(f"seeding {args.records:,} records offline")
         seconds = seed(app_dir, data_dir, args.records)
         kiln = stack.enter_context(_kiln_process(app_dir, data_dir, free_port(), root / "kiln.log"))
         kiln.start()

@@ -50,7 +50,7 @@ import websockets
 
 from bench.procs import free_port
 from bench.rest import _AUTHORIZATION, _kiln_process
-from bench.wrk import WrkResult, find_wrk, parse
+from bench.wrk import WrkResult, find_wrk, parse, progress
 
 SCHEMA = """type Tick @table @export {
   id: Int @primaryKey
@@ -62,10 +62,6 @@ TARGET_MARGIN_MS = 5.0
 """The issue's target: PUT-to-delivery p99 within fsync p99 + 5 ms."""
 FANOUT_RECORD = 0
 """The record every fan-out subscriber listens to (the latency records start at 1)."""
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -341,7 +337,7 @@ def _raise_open_files_limit() -> None:
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if max(soft, hard) < 4096:
-        _progress(f"note: the open-files limit is {hard}; a large --fanout may fail")
+        progress(f"note: the open-files limit is {hard}; a large --fanout may fail")
 
 
 def run(args: argparse.Namespace) -> str:
@@ -358,11 +354,11 @@ def run(args: argparse.Namespace) -> str:
         (app_dir / "config.yaml").write_text("realtime:\n  subscriberQueue: 10000\n")
         kiln = stack.enter_context(_kiln_process(app_dir, data_dir, free_port(), root / "kiln.log"))
         kiln.start()
-        _progress("measuring fsync latency")
+        progress("measuring fsync latency")
         fsync = fsync_latencies(data_dir)
-        _progress(f"latency: {args.subscribers} SSE + {args.subscribers} WebSocket subscribers")
+        progress(f"latency: {args.subscribers} SSE + {args.subscribers} WebSocket subscribers")
         latency = latency_phase(kiln.url, args)
-        _progress(f"fan-out: {args.fanout} SSE subscribers")
+        progress(f"fan-out: {args.fanout} SSE subscribers")
         fanout = fanout_phase(kiln.url, args.fanout)
         if kiln.stop() != 0:
             raise RuntimeError(f"kiln did not stop cleanly:\n{kiln.log()}")

@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import dataclasses
 import os
 import platform
 import shutil
@@ -49,7 +48,16 @@ import httpx
 import msgspec
 
 from bench.procs import ServerProcess, free_port
-from bench.wrk import WrkResult, run_benchmark, run_wrk, warnings
+from bench.wrk import (
+    WrkResult,
+    combined,
+    load_arguments,
+    parse_load_arguments,
+    progress,
+    run_benchmark,
+    run_wrk,
+    warnings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLINIC = ROOT / "examples" / "clinic"
@@ -230,17 +238,17 @@ def seed(args: argparse.Namespace, app_dir: Path, data_dir: Path, kiln_log: Path
     over_http = min(args.http_seed, args.records)
     done: list[Seeding] = []
     if over_http < args.records:
-        _progress(f"seeding ids {over_http + 1:,}-{args.records:,} offline with kiln's library")
+        progress(f"seeding ids {over_http + 1:,}-{args.records:,} offline with kiln's library")
         done.append(seed_offline(app_dir, data_dir, range(over_http + 1, args.records + 1)))
-        _progress(f"seeded {done[-1].describe()}")
+        progress(f"seeded {done[-1].describe()}")
     if over_http:
-        _progress(f"seeding ids 1-{over_http:,} over HTTP")
+        progress(f"seeding ids 1-{over_http:,} over HTTP")
         with _kiln_process(app_dir, data_dir, free_port(), kiln_log) as seeder:
             seeder.start()
             done.append(seed_http(seeder, range(1, over_http + 1), args.seed_concurrency))
             if seeder.stop() != 0:
                 raise RuntimeError(f"kiln did not stop cleanly after seeding:\n{seeder.log()}")
-        _progress(f"seeded {done[-1].describe()}")
+        progress(f"seeded {done[-1].describe()}")
     return done
 
 
@@ -378,23 +386,12 @@ def report(
 # --------------------------------------------------------------------------- main
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.rest",
-        description="REST throughput of kiln against a bare granian + LMDB server.",
+    parser = load_arguments(
+        "python -m bench.rest",
+        "REST throughput of kiln against a bare granian + LMDB server.",
+        "kiln/bare GET",
     )
-    parser.add_argument("--records", type=int, default=100_000, help="Dog records to seed")
-    parser.add_argument("--duration", type=int, default=10, help="seconds of load per target")
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up seconds (default 2)")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
-    parser.add_argument(
-        "--rounds", type=int, default=4, help="alternating kiln/bare GET rounds (share --duration)"
-    )
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument(
         "--http-seed",
         type=int,
@@ -403,18 +400,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "offline with kiln's library first (default 10000; 0 = all offline)",
     )
     parser.add_argument("--seed-concurrency", type=int, default=64, help="PUTs in flight")
-    parser.add_argument("--tmp", type=Path, default=None, help="where to make the temporary folder")
-    args = parser.parse_args(argv)
-    if min(args.records, args.duration, args.connections, args.threads, args.seed_concurrency) < 1:
-        parser.error(
-            "--records, --duration, --connections, --threads and --seed-concurrency "
-            "must be at least 1"
-        )
+    args = parse_load_arguments(parser, argv)
+    if args.seed_concurrency < 1:
+        parser.error("--seed-concurrency must be at least 1")
     if args.http_seed < 0:
         parser.error("--http-seed must be 0 or more")
-    if args.warmup is None:
-        args.warmup = min(2, args.duration)
-    args.warmup = max(1, args.warmup)
     return args
 
 
@@ -435,28 +425,6 @@ def _bare_process(data_dir: Path, port: int, log: Path) -> ServerProcess:
     command += ["--port", str(port), "--table", TABLE]
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return ServerProcess("bare app", command, port, log, env)
-
-
-def _combined(runs: list[WrkResult]) -> WrkResult:
-    """Several runs against one target as one result: totals, and the worst latencies."""
-    first = runs[0]
-    return dataclasses.replace(
-        first,
-        requests=sum(run.requests for run in runs),
-        duration_us=sum(run.duration_us for run in runs),
-        bytes=sum(run.bytes for run in runs),
-        connect_errors=sum(run.connect_errors for run in runs),
-        read_errors=sum(run.read_errors for run in runs),
-        write_errors=sum(run.write_errors for run in runs),
-        timeouts=sum(run.timeouts for run in runs),
-        bad_status=sum(run.bad_status for run in runs),
-        p50_us=max(run.p50_us for run in runs),
-        p90_us=max(run.p90_us for run in runs),
-        p99_us=max(run.p99_us for run in runs),
-        max_us=max(run.max_us for run in runs),
-        mean_us=sum(run.mean_us * run.requests for run in runs)
-        / max(1, sum(r.requests for r in runs)),
-    )
 
 
 def _load(
@@ -483,11 +451,11 @@ def _load(
     }
     measured = args.duration if duration is None else duration
     if warm_up:
-        _progress(f"{name}: warm-up {args.warmup} s")
+        progress(f"{name}: warm-up {args.warmup} s")
         run_wrk(server.url, duration=args.warmup, **common)
-    _progress(f"{name}: {measured} s measured")
+    progress(f"{name}: {measured} s measured")
     result = run_wrk(server.url, duration=measured, **common)
-    _progress(f"{name}: {result.rate:,.0f} req/s")
+    progress(f"{name}: {result.rate:,.0f} req/s")
     return result
 
 
@@ -520,7 +488,7 @@ def run(args: argparse.Namespace) -> str:
                 rounds[name].append(
                     _load(name, server, "GET", args, warm_up=number == 0, duration=per_round)
                 )
-        results.update({name: _combined(runs) for name, runs in rounds.items()})
+        results.update({name: combined(runs) for name, runs in rounds.items()})
         bare.stop()
         for name, media_type in FORMATS.items():
             results[name] = _load(name, kiln, "GET", args, accept=media_type)

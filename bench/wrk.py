@@ -1,8 +1,11 @@
-"""Run ``wrk`` with the random-id Lua script and read the line its ``done`` hook prints."""
+"""Run ``wrk`` with the random-id Lua script and read the line its ``done`` hook prints; and what
+every wrk benchmark shares: its command-line options, progress lines, alternating rounds."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
 import re
 import shutil
 import signal
@@ -193,3 +196,89 @@ def run_benchmark(run: Callable[[], str], failures: tuple[type[Exception], ...] 
         return 1
     print(text, flush=True)
     return 0
+
+
+# --------------------------------------------------------------------------- shared by the benches
+
+
+def progress(message: str) -> None:
+    """A progress line on standard error (the report goes to standard output)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_arguments(prog: str, description: str, rounds: str) -> argparse.ArgumentParser:
+    """A parser with the options of every wrk load benchmark (``rounds``: what alternates).
+
+    ``--records``, ``--duration``, ``--warmup``, ``--connections``, ``--threads``,
+    ``--rounds`` and ``--tmp``; add a benchmark's own before :func:`parse_load_arguments`.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--records", type=int, default=100_000, help="Dog records to seed")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per target")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up seconds (default 2)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help=f"alternating {rounds} rounds (share --duration)"
+    )
+    parser.add_argument("--tmp", type=Path, default=None, help="where to make the temporary folder")
+    return parser
+
+
+def parse_load_arguments(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> argparse.Namespace:
+    """The parsed options, checked (each count at least 1), the warm-up defaulted (2 s at most)."""
+    args = parser.parse_args(argv)
+    if min(args.records, args.duration, args.connections, args.threads, args.rounds) < 1:
+        parser.error(
+            "--records, --duration, --connections, --threads and --rounds must be at least 1"
+        )
+    if args.warmup is None:
+        args.warmup = min(2, args.duration)
+    args.warmup = max(1, args.warmup)
+    return args
+
+
+def combined(runs: list[WrkResult]) -> WrkResult:
+    """Several runs against one target as one result: totals, and the worst latencies."""
+    first = runs[0]
+    return dataclasses.replace(
+        first,
+        requests=sum(run.requests for run in runs),
+        duration_us=sum(run.duration_us for run in runs),
+        bytes=sum(run.bytes for run in runs),
+        connect_errors=sum(run.connect_errors for run in runs),
+        read_errors=sum(run.read_errors for run in runs),
+        write_errors=sum(run.write_errors for run in runs),
+        timeouts=sum(run.timeouts for run in runs),
+        bad_status=sum(run.bad_status for run in runs),
+        p50_us=max(run.p50_us for run in runs),
+        p90_us=max(run.p90_us for run in runs),
+        p99_us=max(run.p99_us for run in runs),
+        max_us=max(run.max_us for run in runs),
+        mean_us=sum(run.mean_us * run.requests for run in runs)
+        / max(1, sum(r.requests for r in runs)),
+    )
+
+
+def alternate(
+    loads: Mapping[str, Callable[[float], WrkResult]], args: argparse.Namespace
+) -> dict[str, WrkResult]:
+    """Each target warmed up once, then ``args.rounds`` rounds taking turns, sharing
+    ``args.duration``; each result is the total of its rounds.
+
+    The machine's speed drifts over a run, so targets measured in short alternating
+    rounds feel the drift alike, and their ratio stays fair.
+    """
+    for name, load in loads.items():
+        progress(f"{name}: warm-up {args.warmup} s")
+        load(args.warmup)
+    rounds: dict[str, list[WrkResult]] = {name: [] for name in loads}
+    per_round = max(1.0, args.duration / args.rounds)
+    for number in range(args.rounds):
+        for name, load in loads.items():
+            progress(f"{name}: round {number + 1}/{args.rounds}, {per_round:g} s")
+            rounds[name].append(load(per_round))
+            progress(f"{name}: {rounds[name][-1].rate:,.0f} req/s")
+    return {name: combined(runs) for name, runs in rounds.items()}
