@@ -150,6 +150,9 @@ async def serve(app: App, on_ready: Callable[[], None] | None = None) -> None:
     try:
         await server.serve()
     finally:
-        await mqtt.close()
+        try:
+            await mqtt.close()
+        except Exception:  # the writes must still be committed and the databases closed
+            log.exception("closing the MQTT broker failed")
         app.close()
         log.info("stopped; every acknowledged write is on disk")
