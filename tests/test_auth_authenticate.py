@@ -19,7 +19,7 @@ from kiln.auth.authenticate import LOOPBACK_USER, Authenticator
 from kiln.auth.passwords import check_password, hash_password, verify_password
 from kiln.auth.roles import ANONYMOUS, SUPER_USER, SUPER_USER_ROLE, Role, TableAccess, User
 from kiln.auth.tokens import Tokens
-from kiln.auth.users import UserStore
+from kiln.auth.users import StoredUser, UserStore
 from kiln.errors import KilnError, TooManyRequests, Unauthorized
 
 READER = Role("reader", tables={"Dog": TableAccess(read=True)})
@@ -259,3 +259,21 @@ def test_failed_logins_are_limited_and_logged_without_the_password(
     assert len(failures) == 10
     assert failures[0] == "failed login as 'ann' from 10.1.2.3: wrong password"
     assert not any("guess-123" in record.getMessage() for record in caplog.records)
+
+
+def test_guesses_sent_at_once_are_still_limited(store: UserStore) -> None:
+    """Logins of one user from one address are checked one at a time: forty guesses in flight
+    together cannot all pass the limiter before the first failure is counted."""
+    store.add("ann", "reader", hash_password("ann-password"))
+    auth = make(store)
+
+    async def storm() -> list[BaseException | StoredUser]:
+        guesses = [auth.login("ann", f"guess-{n}", CLIENT) for n in range(40)]
+        return await asyncio.gather(
+            *guesses, auth.login("ann", "ann-password", CLIENT), return_exceptions=True
+        )
+
+    results = asyncio.run(storm())
+    assert sum(isinstance(result, Unauthorized) for result in results) == 10
+    assert sum(isinstance(result, TooManyRequests) for result in results) == 31
+    assert auth._logins == {}  # the per-pair locks are gone once nobody waits

@@ -91,6 +91,9 @@ class Authenticator:
         """Who a request without credentials is: the ``anonymous`` role, or nobody (None)."""
         self._cache: dict[str, _Entry] = {}
         self._pending: dict[str, asyncio.Task[User]] = {}
+        self._logins: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
+        """Per (user, address): a lock its logins take one at a time, and how many hold or
+        wait for it (the entry goes when none do)."""
 
     async def authenticate(self, authorization: str | None, client: str) -> User | None:
         """The user an ``Authorization`` header proves; without one, the anonymous user.
@@ -140,19 +143,31 @@ class Authenticator:
             TooManyRequests: too many failed logins from ``client`` for ``name``.
         """
         address = _host(client)
-        self.limiter.check(name, address)
-        stored = self.users.get(name)
-        hashed = stored.password_hash if stored is not None else None
-        if not await asyncio.to_thread(verify_password, hashed, password) or stored is None:
-            self.limiter.failed(name, address)
-            why = "no such user" if stored is None else "wrong password"
-            log.warning("failed login as %r from %s: %s", name, address, why)
-            raise unauthorized(
-                "the user name or password is wrong",
-                "check both; after 10 failures in a minute each try must wait longer",
-            )
-        self.limiter.succeeded(name, address)
-        return stored
+        key = (name, address)
+        lock, users = self._logins.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            # One at a time per (user, address): otherwise every guess sent at once would
+            # pass the limiter's check before the first failure is counted.
+            async with lock:
+                self.limiter.check(name, address)
+                stored = self.users.get(name)
+                hashed = stored.password_hash if stored is not None else None
+                verified = await asyncio.to_thread(verify_password, hashed, password)
+                if not verified or stored is None:
+                    self.limiter.failed(name, address)
+                    why = "no such user" if stored is None else "wrong password"
+                    log.warning("failed login as %r from %s: %s", name, address, why)
+                    raise unauthorized(
+                        "the user name or password is wrong",
+                        "check both; after 10 failures in a minute each try must wait longer",
+                    )
+                self.limiter.succeeded(name, address)
+                return stored
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._logins[key]  # nobody holds or waits for it: keep the table small
 
     def refresh(self, refresh_token: str, client: str) -> dict[str, Any]:
         """A new access token, given a refresh token (``POST /_auth/refresh``).
