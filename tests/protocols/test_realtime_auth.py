@@ -156,3 +156,18 @@ def test_mqtt_subscribe_and_publish_matrix(kiln_server: KilnServer, role: str, t
         published = client.publish(f"{table}/{record}", b'{"note": "hi"}', qos=1)
         allowed = (role, table) in CAN_UPDATE
         assert published == (ReasonCode.SUCCESS if allowed else ReasonCode.NOT_AUTHORIZED)
+
+
+def test_an_mqtt_session_belongs_to_its_user(kiln_server: KilnServer) -> None:
+    """Another user cannot take over a session by its client id: not while it is connected,
+    not while it is kept, and its owner can come back to it."""
+    port = kiln_server.mqtt_port
+    owner = Paho(port, name="shared-id", clean=False, auth=auth_of("reader")).connect(expiry=300)
+    with Paho(port, name="shared-id", auth=auth_of("editor")) as thief:
+        assert thief.connect().connack[0] == ReasonCode.NOT_AUTHORIZED
+    assert owner.subscribe("Dog/d1") == [0]  # the owner was not disconnected
+    owner.close()
+    with Paho(port, name="shared-id", clean=False, auth=auth_of("admin")) as admin:
+        assert admin.connect(expiry=300).connack[0] == ReasonCode.NOT_AUTHORIZED
+    with Paho(port, name="shared-id", clean=False, auth=auth_of("reader")) as again:
+        assert again.connect(expiry=300).connack[:2] == (ReasonCode.SUCCESS, True)  # kept

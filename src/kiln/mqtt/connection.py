@@ -204,6 +204,19 @@ class Connection:
         if not connect.client_id:
             assigned = "kiln-" + secrets.token_hex(8)
         self.client_id = connect.client_id or assigned or ""
+        exists, owner = await self.sessions.owner_of(self.client_id)
+        name = None if user is None else user.name
+        if exists and owner != name:
+            log.warning(
+                "refused the MQTT connection of %s: client id %r is another user's session",
+                self.link.peer,
+                self.client_id,
+            )
+            return self._refuse(
+                ReasonCode.NOT_AUTHORIZED,
+                f"the client id {self.client_id!r} belongs to another user's session; "
+                "choose another",
+            )
         self.context = Context(user, NO_HEADERS, {})
         self.state, present = await self.sessions.attach(self, connect, self.client_id)
         self.will = connect.will

@@ -69,6 +69,8 @@ class SessionState(msgspec.Struct, kw_only=True):
     """A client's session: what a persistent one keeps between connections."""
 
     client_id: str
+    owner: str | None = None
+    """The user whose session it is (None: anonymous); no other user may take it over."""
     expiry_interval: int = 0
     """Seconds the session outlives its connection: 0 clean, :data:`NEVER` for 3.1.1."""
     subscriptions: dict[str, SubscriptionState] = msgspec.field(default_factory=dict)
@@ -204,6 +206,16 @@ class Sessions:
         """Write the persistent sessions that moved every :data:`FLUSH_INTERVAL` (on the loop)."""
         self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
 
+    async def owner_of(self, client_id: str) -> tuple[bool, str | None]:
+        """Whether ``client_id`` has a session (connected or kept), and whose it is."""
+        previous = self.connections.get(client_id)
+        if previous is not None:
+            return True, _user_name(previous)
+        state = self.states.get(client_id)
+        if state is None:
+            state = await self._io(self.store.load, client_id)
+        return state is not None, None if state is None else state.owner
+
     async def attach(
         self, connection: Connection, connect: Connect, client_id: str
     ) -> tuple[SessionState, bool]:
@@ -233,6 +245,7 @@ class Sessions:
         present = state is not None and not connect.clean_start
         if state is None or connect.clean_start:
             state = SessionState(client_id=client_id)
+        state.owner = _user_name(connection)
         state.expiry_interval = interval
         state.disconnected_at = None
         self.states[client_id] = state
@@ -330,3 +343,10 @@ class Sessions:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _user_name(connection: Connection) -> str | None:
+    """The name of the user a connection authenticated as (None: anonymous or not yet)."""
+    context = connection.context
+    user = None if context is None else context.user
+    return None if user is None else user.name
