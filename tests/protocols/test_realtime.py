@@ -218,6 +218,11 @@ def test_bad_subscription_parameters_are_400(stream_client: httpx.Client) -> Non
     )
     assert response.status_code == 400
     assert "startTime" in response.json()["detail"]
+    response = stream_client.get(
+        "/Dog/?previousCount=10001", headers={"accept": "text/event-stream"}
+    )
+    assert response.status_code == 400
+    assert "previousCount may be at most 10000" in response.json()["detail"]
     response = stream_client.get("/Dog/?name=Rex", headers={"accept": "text/event-stream"})
     assert response.status_code == 400
     assert "query conditions" in response.json()["detail"]

@@ -32,6 +32,8 @@ _HEADERS = [
     ("x-accel-buffering", "no"),  # proxies (nginx) must not hold events back
 ]
 _HEARTBEAT = b": heartbeat\n\n"
+MAX_PREVIOUS_COUNT = 10_000
+"""The most events ``previousCount`` may ask for (they are gathered in memory)."""
 _SUBSCRIBE_PARAMETERS = ("startTime", "previousCount", "omitCurrent")
 
 
@@ -62,6 +64,11 @@ def subscribe_options(query_string: str, last_event_id: str | None) -> tuple[Sub
     if last_event_id:
         since = _whole_number("Last-Event-ID", last_event_id.strip())
     previous_count = _whole_number("previousCount", found.get("previousCount"))
+    if previous_count is not None and previous_count > MAX_PREVIOUS_COUNT:
+        raise BadRequest(
+            f"previousCount may be at most {MAX_PREVIOUS_COUNT}, not {previous_count}",
+            hint="to replay more, use startTime (a version) instead",
+        )
     omit = found.get("omitCurrent")
     current = omit is None or omit.lower() in ("false", "0")
     return SubscribeOptions(since, previous_count, current), "&".join(rest)
@@ -110,7 +117,10 @@ def frame(event: Event) -> bytes:
     if event.type == "sync":
         return b"id: %d\n\n" % event.version
     data = encoded(event)
-    if event.version:
+    # A message is sent the moment it is published, ahead of writes versioned before it
+    # that are still being committed: an id on it could move a client's Last-Event-ID past
+    # such a write, which a resume would then miss. So only writes carry an id.
+    if event.version and event.type != "message":
         return b"event: %s\nid: %d\ndata: %s\n\n" % (event.type.encode(), event.version, data)
     return b"event: %s\ndata: %s\n\n" % (event.type.encode(), data)
 

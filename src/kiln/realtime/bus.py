@@ -15,15 +15,17 @@ writer without waiting: a message is not data.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
+from weakref import WeakSet
 
 from kiln.realtime.events import Event, Topic
-from kiln.realtime.subscription import Subscription
+from kiln.realtime.subscription import PAUSE, Subscription
 from kiln.storage.audit import AuditEntry
 from kiln.storage.clock import HybridClock
 from kiln.storage.database import Database
@@ -88,8 +90,10 @@ class ChangeBus:
         self._clock = clock
         self.max_queue = max_queue
         self.retention = retention
-        self._by_record: dict[tuple[str, Key], set[Subscription]] = {}
-        self._by_channel: dict[str, set[Subscription]] = {}
+        # Weak sets: a subscription nobody reads any more (an overriding subscribe() that
+        # wrapped it was dropped without closing it) leaves the index by itself.
+        self._by_record: dict[tuple[str, Key], WeakSet[Subscription]] = {}
+        self._by_channel: dict[str, WeakSet[Subscription]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._pruner: asyncio.Task[None] | None = None
@@ -137,7 +141,7 @@ class ChangeBus:
         """
         feed = self._feeds.get(database) if database is not None else None
         bound = feed.delivered if feed is not None else 0
-        history: Iterator[Event] = iter((Event("sync", None, bound),))
+        history: Iterator[Event | None] = iter((Event("sync", None, bound),))
         if feed is not None:
             if since is not None:
                 history = self._replay(feed, topic, since, bound)
@@ -147,15 +151,15 @@ class ChangeBus:
                 history = self._current(feed, topic, bound)
         subscription = Subscription(topic, self.max_queue, history, bound, self._forget)
         if topic.id is not None:
-            self._by_record.setdefault((topic.channel, topic.id), set()).add(subscription)
+            self._by_record.setdefault((topic.channel, topic.id), WeakSet()).add(subscription)
         else:
-            self._by_channel.setdefault(topic.channel, set()).add(subscription)
+            self._by_channel.setdefault(topic.channel, WeakSet()).add(subscription)
         return subscription
 
     def _forget(self, subscription: Subscription) -> None:
         topic = subscription.topic
         if topic.id is not None:
-            index: dict[Any, set[Subscription]] = self._by_record
+            index: dict[Any, WeakSet[Subscription]] = self._by_record
             slot: Any = (topic.channel, topic.id)
         else:
             index, slot = self._by_channel, topic.channel
@@ -226,6 +230,9 @@ class ChangeBus:
                 self._dispatch(entry.table, _event(entry))
 
     def _dispatch(self, channel: str, event: Event) -> None:
+        by_record = self._by_record.get((channel, event.id))
+        if by_record is not None and not by_record:  # its subscribers were all dropped
+            del self._by_record[(channel, event.id)]
         for subscription in list(self._by_record.get((channel, event.id), ())):
             subscription.deliver(event)
         for subscription in list(self._by_channel.get(channel, ())):
@@ -234,7 +241,7 @@ class ChangeBus:
 
     # ------------------------------------------------------------------ history
 
-    def _current(self, feed: _Feed, topic: Topic, bound: Version) -> Iterator[Event]:
+    def _current(self, feed: _Feed, topic: Topic, bound: Version) -> Iterator[Event | None]:
         """The topic's records as ``put`` events, read in short transactions.
 
         A record changed after ``bound`` is left out: its change arrives live.
@@ -268,9 +275,12 @@ class ChangeBus:
             if len(chunk) < _CHUNK:
                 break
             after = chunk[-1][0]
+            yield PAUSE
         yield Event("sync", None, bound)
 
-    def _replay(self, feed: _Feed, topic: Topic, since: Version, bound: Version) -> Iterator[Event]:
+    def _replay(
+        self, feed: _Feed, topic: Topic, since: Version, bound: Version
+    ) -> Iterator[Event | None]:
         """The logged events of ``topic`` newer than ``since``, through ``bound``."""
         audit = feed.database.audit
         with feed.database.read() as txn:
@@ -291,20 +301,31 @@ class ChangeBus:
             if len(chunk) < _CHUNK:
                 break
             after = chunk[-1].version
+            yield PAUSE
         yield Event("sync", None, bound)
 
-    def _last(self, feed: _Feed, topic: Topic, count: int, bound: Version) -> Iterator[Event]:
-        """The last ``count`` logged events of ``topic`` through ``bound``, oldest first."""
+    def _last(
+        self, feed: _Feed, topic: Topic, count: int, bound: Version
+    ) -> Iterator[Event | None]:
+        """The last ``count`` logged events of ``topic`` through ``bound``, oldest first,
+        read backwards a chunk per short transaction."""
         audit = feed.database.audit
         found: list[Event] = []
         with feed.database.read() as txn:
             pruned = audit.pruned_through(txn)
-            if count > 0:
-                for entry in audit.read_back(txn, bound):
-                    if entry.table == topic.channel and topic.matches(entry.key):
-                        found.append(_event(entry))
-                        if len(found) == count:
-                            break
+        through = bound
+        while count > 0 and len(found) < count:
+            with feed.database.read() as txn:
+                chunk = list(itertools.islice(audit.read_back(txn, through), _CHUNK))
+            for entry in chunk:
+                if entry.table == topic.channel and topic.matches(entry.key):
+                    found.append(_event(entry))
+                    if len(found) == count:
+                        break
+            if len(chunk) < _CHUNK:
+                break
+            through = chunk[-1].version - 1
+            yield PAUSE
         if len(found) < count and pruned:
             yield _gap(topic, None, pruned)
         yield from reversed(found)

@@ -9,6 +9,13 @@ from collections.abc import Callable, Iterator
 from kiln.realtime.events import Event, Topic
 from kiln.types import Version
 
+_ENDED = Event("sync", None, -1)
+"""Marks the end of a history (an object no history yields)."""
+
+PAUSE = None
+"""What a history yields between the chunks it reads: the subscription lets the event loop
+run other work before it reads on, so a long replay never stalls the server."""
+
 
 class Subscription:
     """An async iterator of :class:`Event`: its history (current records or a replay), then
@@ -30,7 +37,7 @@ class Subscription:
         self,
         topic: Topic,
         max_queue: int,
-        history: Iterator[Event] | None = None,
+        history: Iterator[Event | None] | None = None,
         cursor: Version = 0,
         on_close: Callable[[Subscription], None] | None = None,
     ):
@@ -84,8 +91,11 @@ class Subscription:
     async def __anext__(self) -> Event:
         while True:
             if self._history is not None:
-                event = next(self._history, None)
-                if event is not None:
+                event = next(self._history, _ENDED)
+                if event is PAUSE:
+                    await asyncio.sleep(0)
+                    continue
+                if event is not _ENDED:
                     return event
                 self._history = None
             if self._queue:
