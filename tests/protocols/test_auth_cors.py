@@ -77,6 +77,29 @@ def test_answers_and_errors_echo_an_allowed_origin(kiln_server: KilnServer) -> N
     assert "access-control-allow-origin" not in other.headers
 
 
+def test_a_simple_cross_origin_write_is_refused_before_it_acts(kiln_server: KilnServer) -> None:
+    """A form post or a fetch without Content-Type needs no preflight: the browser sends it
+    and only hides the answer. kiln must not act on it (with trustLoopback or cached Basic
+    credentials it would otherwise write as that user)."""
+    url = f"{kiln_server.url}/Dog/"
+    body = b'{"id": 4242, "name": "planted"}'
+    for headers in ({"origin": "https://evil.example"}, {"origin": "null"}):
+        refused = httpx.post(url, content=body, auth=ADMIN_AUTH, headers=headers)
+        assert refused.status_code == 403, refused.text
+        assert "may not write here" in refused.json()["detail"]
+    assert httpx.get(f"{url}4242", auth=ADMIN_AUTH).status_code == 404  # nothing was written
+    allowed = httpx.post(url, content=body, auth=ADMIN_AUTH, headers={"origin": ALLOWED})
+    assert allowed.status_code == 201, allowed.text
+    host = kiln_server.url.removeprefix("http://")
+    same = httpx.put(
+        f"{url}4243",
+        json={"name": "own page"},
+        auth=ADMIN_AUTH,
+        headers={"origin": f"http://{host}"},
+    )
+    assert same.status_code == 204  # a page kiln served itself writes as before
+
+
 def test_a_websocket_from_another_origin_is_refused(kiln_server: KilnServer) -> None:
     basic = httpx.BasicAuth(*ADMIN_AUTH)._auth_header
     stored = httpx.put(f"{kiln_server.url}/Dog/1", json={"name": "Rex"}, auth=ADMIN_AUTH)

@@ -50,6 +50,8 @@ METHOD_OF = {
 """HTTP method → seam method."""
 
 READS = frozenset({"GET", "HEAD"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Methods that change nothing: answered to any origin (CORS decides what a page may read)."""
 ANSWERED_WITH_A_BODY = frozenset({"get", "post"})
 """Seam methods whose result is a body: an ``Accept`` nothing satisfies is refused up front."""
 
@@ -102,8 +104,22 @@ class RestHandler:
         ``/_health`` and ``/_auth/...`` (kiln's own) and CORS preflights need no credentials.
         """
         method = scope.method
-        if is_preflight(method, scope.headers):
+        headers = scope.headers
+        if is_preflight(method, headers):
             return preflight(self.cors, scope, protocol)
+        origin = headers.get("origin")
+        if (
+            origin is not None
+            and method not in SAFE_METHODS
+            and not self.cors.origin_allowed(origin, headers.get("host"))
+        ):
+            # A "simple" cross-origin request (a form post, a fetch without Content-Type)
+            # needs no preflight: the browser sends it and only hides the answer, so refuse
+            # to act on it at all, before reading credentials or the body.
+            raise Forbidden(
+                f"pages from {origin} may not write here",
+                hint="add the origin to http.cors in config.yaml",
+            )
         path = scope.path
         if path.startswith("/_auth/"):
             return await tokens.answer(
