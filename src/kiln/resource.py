@@ -17,7 +17,7 @@ from typing import Any, ClassVar, NamedTuple, cast
 
 from kiln.auth.access import access_of, check_write, denied, readable_query
 from kiln.auth.roles import TableAccess, User
-from kiln.errors import BadRequest, KilnError, MethodNotAllowed, NotFound
+from kiln.errors import BadRequest, HTTPError, KilnError, MethodNotAllowed, NotFound
 from kiln.keypath import key_to_segment, parse_key
 from kiln.query import Query, Selection
 from kiln.query.binder import bind
@@ -693,8 +693,8 @@ async def _two_way(
 ) -> AsyncIterator[Any]:
     """The default :meth:`Resource.connect`: the subscription out, incoming messages published.
 
-    A message the user may not publish is answered with an ``error`` event; the
-    connection stays open.
+    A message the user may not publish (or one sent to a collection URL, where
+    tables take none) is answered with an ``error`` event; the connection stays open.
     """
     outgoing = await _awaited(resource.subscribe(target))
     merged: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)  # a slow client backs up outgoing
@@ -710,11 +710,11 @@ async def _two_way(
 
     async def forward() -> None:
         async for message in incoming:
-            if resource.allow_publish(target):
-                resource.publish(target, message)
-            else:
-                refusal = f"publishing to {target.path} is not allowed"
-                await merged.put(Event("error", target.id, 0, refusal))
+            try:
+                authorize(resource, "publish", target)
+                await _awaited(resource.publish(target, message))
+            except HTTPError as error:  # refused (or a collection URL): say so, carry on
+                await merged.put(Event("error", target.id, 0, error.detail))
 
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(pump()), loop.create_task(forward())]

@@ -419,3 +419,18 @@ def test_sigterm_ends_open_streams_and_stops_promptly(tmp_path: Path) -> None:
                 connection.recv(timeout=5)
     finally:
         server.stop(signal.SIGKILL)
+
+
+def test_a_message_to_a_collection_socket_is_answered_with_an_error(
+    kiln_server: KilnServer, http: httpx.Client
+) -> None:
+    """Tables take messages per record: on a collection the client hears why, and the socket
+    keeps delivering changes."""
+    dog = new_id()
+    with ws_connect(kiln_server, "/Dog/", "omitCurrent") as connection:
+        connection.send(json.dumps({"say": "to everyone"}))
+        refusal = ws_next(connection)
+        assert refusal["type"] == "error"
+        assert "publishing needs a record URL" in refusal["value"]
+        put(http, f"/Dog/{dog}", {"name": "after"})
+        assert ws_next(connection)["value"]["name"] == "after"
