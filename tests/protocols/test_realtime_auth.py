@@ -4,6 +4,7 @@ publish over MQTT), and what the events of a role with an attribute allow-list h
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -74,16 +75,17 @@ def auth_of(role: str) -> tuple[str, str] | None:
 
 
 @pytest.fixture(scope="module")
-def users(kiln_server: KilnServer) -> Iterator[None]:
+def users(kiln_server: KilnServer) -> Iterator[UserStore]:
+    """The running server's system database, opened from this process, a user per role."""
     store = UserStore(kiln_server.data_dir / SYSTEM_FOLDER)
     for role in ROLES:
         store.add(role, role, hash_password(f"{role}-password"))
-    yield
+    yield store
     store.close()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def records(kiln_server: KilnServer, users: None) -> None:
+def records(kiln_server: KilnServer, users: UserStore) -> None:
     with httpx.Client(base_url=kiln_server.url, auth=ADMIN_AUTH, timeout=10) as admin:
         assert admin.put("/Dog/d1", json={"name": "Rex", "secret": "s"}).status_code == 204
         assert admin.put("/Owner/o1", json={"name": "Ann"}).status_code == 204
@@ -171,3 +173,36 @@ def test_an_mqtt_session_belongs_to_its_user(kiln_server: KilnServer) -> None:
         assert admin.connect(expiry=300).connack[0] == ReasonCode.NOT_AUTHORIZED
     with Paho(port, name="shared-id", clean=False, auth=auth_of("reader")) as again:
         assert again.connect(expiry=300).connack[:2] == (ReasonCode.SUCCESS, True)  # kept
+
+
+def test_a_removed_user_stops_hearing_at_once(kiln_server: KilnServer, users: UserStore) -> None:
+    """An open SSE stream and WebSocket end with an error event once their user is removed:
+    the next change is not delivered to them."""
+    users.add("leaver", "reader", hash_password("leaver-password"))
+    auth = ("leaver", "leaver-password")
+    basic = httpx.BasicAuth(*auth)._auth_header
+    with (
+        httpx.Client(base_url=kiln_server.url, auth=auth, timeout=5) as client,
+        httpx.Client(base_url=kiln_server.url, auth=ADMIN_AUTH, timeout=5) as admin,
+        sse(client, "/Dog/d3?omitCurrent") as stream,
+        connect(
+            f"ws://127.0.0.1:{kiln_server.port}/Dog/d3?omitCurrent",
+            additional_headers={"Authorization": basic},
+            open_timeout=5,
+        ) as socket,
+    ):
+        stream.history()
+        assert admin.put("/Dog/d3", json={"name": "before"}).status_code == 204
+        assert stream.next().data["value"]["name"] == "before"
+        assert json.loads(socket.recv(timeout=5))["value"]["name"] == "before"
+        time.sleep(0.6)  # past the recheck interval
+        users.remove("leaver")
+        assert admin.put("/Dog/d3", json={"name": "secret"}).status_code == 204
+        ended = stream.next()
+        assert ended.type == "error" and "credentials" in ended.data["value"]
+        with pytest.raises(EOFError):
+            stream.next()
+        message = json.loads(socket.recv(timeout=5))
+        assert message["type"] == "error" and "credentials" in message["value"]
+        with pytest.raises(ConnectionClosed):
+            socket.recv(timeout=5)

@@ -8,6 +8,7 @@ other URL the server answers is decided in :meth:`RestHandler.route`.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -20,6 +21,7 @@ from kiln.auth.roles import User
 from kiln.errors import (
     BadRequest,
     Forbidden,
+    HTTPError,
     MethodNotAllowed,
     NotAcceptable,
     NotFound,
@@ -36,6 +38,7 @@ from kiln.http.negotiation import content_coding, request_format, response_forma
 from kiln.http.problems import as_http_error, problem_response
 from kiln.query import Query, parse_query
 from kiln.query.executor import Results
+from kiln.realtime import Event
 from kiln.resource import Context, RequestTarget, Resource, Response, Table, authorize, invoke
 from kiln.types import MATCH_NONE
 
@@ -48,6 +51,10 @@ METHOD_OF = {
     "DELETE": "delete",
 }
 """HTTP method → seam method."""
+
+CREDENTIALS_RECHECK = 0.5
+"""Seconds between checks that an open stream's user still holds (see
+:meth:`RestHandler._while_credentials_hold`)."""
 
 READS = frozenset({"GET", "HEAD"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -136,6 +143,7 @@ class RestHandler:
             return self._health(protocol, method, scope.headers)
         if subscribing:
             events = await invoke(resource, "subscribe", target)
+            events = self._while_credentials_hold(events, scope, user)
             await stream_events(protocol, events, self.app.config.realtime.heartbeat)
             return 200
         if method == "OPTIONS":
@@ -230,7 +238,44 @@ class RestHandler:
         resource, target = self.route(scope, user, subscribing=True)
         if resource is None:
             raise NotFound("/_health is not a subscription; connect to a record or collection")
-        return await invoke(resource, "connect", target, incoming)
+        events = await invoke(resource, "connect", target, incoming)
+        return self._while_credentials_hold(events, scope, user)
+
+    async def _while_credentials_hold(
+        self, events: AsyncIterator[Any], scope: Any, user: User | None
+    ) -> AsyncIterator[Any]:
+        """``events``, until the stream's user is removed, changes password or role.
+
+        Checked before an event goes out, at most every :data:`CREDENTIALS_RECHECK`
+        seconds (the check reads the credential cache and the store's epoch), so a
+        revoked user stops hearing changes at once, not when it reconnects. The stream
+        then ends with an ``error`` event.
+        """
+        authorization = scope.headers.get("authorization")
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
+        try:
+            async for event in events:
+                if user is not None and loop.time() - checked >= CREDENTIALS_RECHECK:
+                    checked = loop.time()
+                    try:
+                        current = await self.authenticator.authenticate(authorization, scope.client)
+                    except HTTPError:
+                        current = None
+                    if current != user:
+                        yield Event(
+                            "error",
+                            None,
+                            0,
+                            "the credentials of this stream changed (the user was removed, "
+                            "or its password or role changed); connect again",
+                        )
+                        return
+                yield event
+        finally:
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
 
     async def _read_body(self, scope: Any, protocol: Any) -> bytes:
         limit = self.max_body_size
