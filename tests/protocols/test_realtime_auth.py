@@ -206,3 +206,16 @@ def test_a_removed_user_stops_hearing_at_once(kiln_server: KilnServer, users: Us
         assert message["type"] == "error" and "credentials" in message["value"]
         with pytest.raises(ConnectionClosed):
             socket.recv(timeout=5)
+
+
+def test_a_removed_user_is_disconnected_from_mqtt(
+    kiln_server: KilnServer, users: UserStore
+) -> None:
+    users.add("mqtt-leaver", "reader", hash_password("mqtt-leaver-password"))
+    client = Paho(kiln_server.mqtt_port, auth=("mqtt-leaver", "mqtt-leaver-password")).connect()
+    try:
+        assert client.subscribe("Dog/d1") == [0]
+        users.remove("mqtt-leaver")
+        assert client.wait_gone(timeout=5) == ReasonCode.NOT_AUTHORIZED
+    finally:
+        client.close()

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec.structs import replace
 
+from kiln.auth.roles import User
+from kiln.errors import HTTPError
 from kiln.mqtt.broker import NO_HEADERS, Broker, Wire, reason_for
 from kiln.mqtt.codec import PacketReader, encode
 from kiln.mqtt.link import Link
@@ -56,6 +58,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kiln.mqtt")
 
+CREDENTIALS_RECHECK = 1.0
+"""Seconds between checks that a connection's user still holds (removed, new password or role:
+the connection ends)."""
 CONNECT_TIMEOUT = 10.0
 """Seconds a new connection has to send its CONNECT."""
 
@@ -111,6 +116,7 @@ class Connection:
         self._room = asyncio.Event()
         """Set when a PUBACK made room in the window of unacknowledged QoS 1 messages."""
         self._keep_alive: asyncio.TimerHandle | None = None
+        self._credentials: asyncio.Task[None] | None = None
         self._last_seen = 0.0
         self._dropped = 0
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
@@ -228,6 +234,10 @@ class Connection:
         self._last_seen = asyncio.get_running_loop().time()
         if connect.keep_alive:
             self._watch_keep_alive(connect.keep_alive * 1.5)
+        if user is not None and user.name is not None:
+            self._credentials = asyncio.get_running_loop().create_task(
+                self._watch_credentials(connect, user)
+            )
         self._send(Connack(session_present=present, properties=self._connack_properties(assigned)))
         log.debug("%r connected (session present: %s)", self, present)
         if present:
@@ -302,6 +312,8 @@ class Connection:
         self._closing = True
         if self._keep_alive is not None:
             self._keep_alive.cancel()
+        if self._credentials is not None:
+            self._credentials.cancel()
         for active in self._active.values():
             active.close()
         self._active.clear()
@@ -317,6 +329,26 @@ class Connection:
             self.done.set()
         if self._dropped:
             log.warning("%r was too slow: %d QoS 0 messages dropped", self, self._dropped)
+
+    async def _watch_credentials(self, connect: Connect, user: User) -> None:
+        """End the connection once its user is removed or changes password or role.
+
+        Checked every :data:`CREDENTIALS_RECHECK` seconds through the credential cache
+        and the store's epoch, as HTTP streams are, so a revoked user's client neither
+        hears nor writes anything more.
+        """
+        while not self._closing:
+            await asyncio.sleep(CREDENTIALS_RECHECK)
+            try:
+                current = await self.broker.authenticate(connect, self.link.peer)
+            except HTTPError:
+                current = None
+            if current != user:
+                self.abort(
+                    ReasonCode.NOT_AUTHORIZED,
+                    "the user was removed, or its password or role changed",
+                )
+                return
 
     def _watch_keep_alive(self, limit: float) -> None:
         loop = asyncio.get_running_loop()
