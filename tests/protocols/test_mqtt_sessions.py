@@ -139,3 +139,26 @@ def test_a_will_delay_is_cancelled_by_a_reconnect(server: KilnServer) -> None:
         with Raw(server.mqtt_port) as raw:
             raw.connect(name, clean=False, will=delayed, properties=expiry)
         assert listener.next(3).payload == b'"late"'  # not back: the will, a second later
+
+
+def test_a_full_window_loses_nothing_when_the_client_leaves(server: KilnServer) -> None:
+    """With receive maximum 1 and no acknowledgement, later changes wait for room; when the
+    client leaves then, the session still replays them on its return (the cursor moves only
+    past what was sent or kept)."""
+    name, dog = client_id(), client_id("dog")
+    window = Properties(receive_maximum=1, session_expiry_interval=300)
+    with Raw(server.mqtt_port) as raw:
+        raw.connect(name, clean=False, properties=window)
+        subscription = Subscription(topic_filter=f"Dog/{dog}", qos=1)
+        raw.send(Subscribe(packet_id=1, subscriptions=(subscription,)))
+        raw.receive()  # SUBACK
+        for age in (1, 2, 3):
+            put(server, f"/Dog/{dog}", {"name": "waiting", "age": age})
+        [first] = raw.publishes(1)  # the window holds one: the rest wait, unsent
+        assert json.loads(first.payload)["age"] == 1
+    time.sleep(0.3)  # the broker sees the client gone
+    with Raw(server.mqtt_port) as raw:
+        connack = raw.connect(name, clean=False, properties=Properties(session_expiry_interval=300))
+        assert connack.session_present
+        ages = [json.loads(packet.payload)["age"] for packet in raw.publishes(3)]
+    assert ages == [1, 2, 3]  # the unacknowledged one again, then the two that waited

@@ -526,30 +526,35 @@ class Connection:
 
     async def deliver(
         self, subscription: SubscriptionState, event: Event, topic: str, retain: bool
-    ) -> None:
+    ) -> bool:
         """Send ``event`` on ``topic`` to the client: QoS 0 at once (dropped when the client
-        is far behind), QoS 1 once the client's window has room."""
+        is far behind), QoS 1 once the client's window has room.
+
+        Returns whether the event is dealt with (sent, dropped at QoS 0, or kept to be
+        sent again); False when the connection ended first, so a session's cursor must
+        not move past it.
+        """
         state = self.state
         if state is None:
-            return
+            return False
         qos = subscription.options.qos
         wire = event.wire
         if isinstance(wire, Wire) and wire.qos < qos:
             qos = wire.qos
         packet = self.broker.packet_for(event, topic, retain, subscription.identifier, self.v5)
         if packet is None:
-            return
+            return True
         if not qos:
             if self.link.buffered() > WRITE_HIGH_WATER:
                 self._dropped += 1
-                return
+                return True
             self._send(packet)
-            return
+            return True
         while len(state.inflight) >= self._send_quota and not self._closing:
             self._room.clear()
             await self._room.wait()
         if self._closing:
-            return
+            return False
         packet = replace(packet, qos=1, packet_id=state.packet_id())
         state.inflight[packet.packet_id or 0] = packet
         if state.persistent:
@@ -557,6 +562,7 @@ class Connection:
         self._send(packet)
         if self.link.buffered() > WRITE_HIGH_WATER:
             await self.link.drain()
+        return True
 
     def _wake(self) -> None:
         self._room.set()

@@ -107,6 +107,14 @@ class ActiveSubscription:
             loop = asyncio.get_running_loop()
             self.tasks = [loop.create_task(_close_stream(stream)) for _, stream in self.streams]
 
+    def _advance(self, version: int) -> None:
+        """Move the subscription's cursor to ``version`` (never back); a persistent session
+        is saved with it."""
+        subscription = self.subscription
+        if version > subscription.cursor:
+            subscription.cursor = version
+            self.connection.sessions.mark_dirty(self.state)
+
     async def _pump(self, route: Route, stream: Any) -> None:
         """Send the events of one seam subscription as messages until it ends."""
         connection, state, subscription = self.connection, self.state, self.subscription
@@ -117,12 +125,14 @@ class ActiveSubscription:
             async for item in stream:
                 event = item if isinstance(item, Event) else Event("message", None, 0, item)
                 kind = event.type
-                # the current records come in key order, not version order: the cursor moves
-                # at their end (sync), so a session that leaves midway starts them over
-                if (kind == "sync" or not history) and event.version > subscription.cursor:
-                    subscription.cursor = event.version
-                    connection.sessions.mark_dirty(state)
+                # The cursor (where a resumed session replays from) moves past an event only
+                # once it is dealt with. The current records come in key order, not version
+                # order: it moves at their end (sync), so a session that leaves midway starts
+                # them over. It never moves on a message: one goes out at once, ahead of
+                # writes versioned before it that are still committing.
+                moves = not history and kind not in ("message", "sync")
                 if kind == "sync":
+                    self._advance(event.version)
                     history = False
                     continue
                 if kind == "error":
@@ -132,16 +142,27 @@ class ActiveSubscription:
                     log.info("%r missed events of %s: %s", connection, name, event.value)
                     continue
                 topic = _topic(name, event)
-                if topic is None or (matcher is not None and not topic_matches(matcher, topic)):
-                    continue
                 wire = event.wire
-                if options.no_local and isinstance(wire, Wire) and wire.sender == state.client_id:
+                skipped = (
+                    topic is None
+                    or (matcher is not None and not topic_matches(matcher, topic))
+                    or (
+                        options.no_local
+                        and isinstance(wire, Wire)
+                        and wire.sender == state.client_id
+                    )
+                )
+                if skipped:
+                    if moves:
+                        self._advance(event.version)
                     continue
                 if history:
                     retain = kind == "put"
                 else:
                     retain = options.retain_as_published and kind != "message"
-                await connection.deliver(subscription, event, topic, retain)
+                assert topic is not None
+                if await connection.deliver(subscription, event, topic, retain) and moves:
+                    self._advance(event.version)
         except asyncio.CancelledError:
             raise
         except Exception as error:
