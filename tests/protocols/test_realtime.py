@@ -59,6 +59,14 @@ class Room(Resource):
         return {"sent": data}
 
 
+class Echo(Resource):
+    """Publishes asynchronously, transforming what it is sent."""
+
+    async def publish(self, target, message):
+        await asyncio.sleep(0)
+        super().publish(target, {"echo": message})
+
+
 class Slow(tables.Dog):
     """Reads its own subscription slowly: it falls behind and is closed."""
 
@@ -434,3 +442,10 @@ def test_a_message_to_a_collection_socket_is_answered_with_an_error(
         assert "publishing needs a record URL" in refusal["value"]
         put(http, f"/Dog/{dog}", {"name": "after"})
         assert ws_next(connection)["value"]["name"] == "after"
+
+
+def test_an_async_publish_is_awaited(kiln_server: KilnServer) -> None:
+    with ws_connect(kiln_server, f"/Echo/{new_id()}") as connection:
+        connection.send(json.dumps("hi"))
+        heard = ws_next(connection)
+    assert (heard["type"], heard["value"]) == ("message", {"echo": "hi"})
