@@ -44,7 +44,6 @@ from bench.rest import (
     TABLE,
     Seeding,
     _kiln_process,
-    _ms,
     machine_info,
     seed_offline,
 )
@@ -56,7 +55,8 @@ from bench.wrk import (
     progress,
     run_benchmark,
     run_wrk,
-    warnings,
+    table,
+    trailer,
 )
 
 CONFIG = f"""roles:
@@ -125,14 +125,8 @@ def report(
         f"{BASELINE}: no credentials (an anonymous role may read); basic: HTTP Basic; "
         "bearer: an access token from POST /_auth/token",
         "",
-        f"{'target':<12} {'req/s':>10} {'p50':>10} {'p99':>10} {'non-2xx':>8} "
-        f"{'sock err':>8} {'requests':>10}",
+        *table(results),
     ]
-    for name, result in results.items():
-        lines.append(
-            f"{name:<12} {result.rate:>10,.0f} {_ms(result.p50_us):>10} {_ms(result.p99_us):>10} "
-            f"{result.bad_status:>8} {result.socket_errors:>8} {result.requests:>10,}"
-        )
     lines.append("")
     anonymous = results[BASELINE].rate
     for name in ("basic", "bearer"):
@@ -142,13 +136,7 @@ def report(
             f"overhead of {name} = 1 - {name}/{BASELINE} = {overhead:.1%}   "
             f"(target <= {TARGET_OVERHEAD:.0%}: {verdict})"
         )
-    lines.append("")
-    lines.extend(warnings(results))
-    lines.extend(info)
-    lines.append(
-        "note: wrk shares the machine's cores with the server under load; "
-        "compare the overheads, not the absolute rates"
-    )
+    lines.extend(trailer(results, info, "overheads"))
     return "\n".join(lines)
 
 

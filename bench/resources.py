@@ -39,7 +39,6 @@ from bench.rest import (
     CLINIC,
     Seeding,
     _kiln_process,
-    _ms,
     machine_info,
     seed_offline,
 )
@@ -51,7 +50,8 @@ from bench.wrk import (
     progress,
     run_benchmark,
     run_wrk,
-    warnings,
+    table,
+    trailer,
 )
 
 RESOURCES = """from kiln import tables
@@ -113,14 +113,8 @@ def report(
         f"seeded {seeding.describe()}",
         f"{SUBCLASS}: a resources.py subclass of tables.{BASELINE} whose get adds one field",
         "",
-        f"{'target':<20} {'req/s':>10} {'p50':>10} {'p99':>10} {'non-2xx':>8} "
-        f"{'sock err':>8} {'requests':>10}",
+        *table(results),
     ]
-    for name, result in results.items():
-        lines.append(
-            f"{name:<20} {result.rate:>10,.0f} {_ms(result.p50_us):>10} {_ms(result.p99_us):>10} "
-            f"{result.bad_status:>8} {result.socket_errors:>8} {result.requests:>10,}"
-        )
     lines.append("")
     plain = results[f"GET /{BASELINE}/<id>"].rate
     plus = results[f"GET /{SUBCLASS}/<id>"].rate
@@ -130,13 +124,7 @@ def report(
         f"overhead of the subclass = 1 - {SUBCLASS}/{BASELINE} = {overhead:.1%}   "
         f"(target <= {TARGET_OVERHEAD:.0%}: {verdict})"
     )
-    lines.append("")
-    lines.extend(warnings(results))
-    lines.extend(info)
-    lines.append(
-        "note: wrk shares the machine's cores with the server under load; "
-        "compare the overhead, not the absolute rates"
-    )
+    lines.extend(trailer(results, info, "overhead"))
     return "\n".join(lines)
 
 

@@ -56,7 +56,8 @@ from bench.wrk import (
     progress,
     run_benchmark,
     run_wrk,
-    warnings,
+    table,
+    trailer,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -286,10 +287,6 @@ def _check_targets(kiln: ServerProcess, bare: ServerProcess, records: int) -> No
 # --------------------------------------------------------------------------- report
 
 
-def _ms(microseconds: float) -> str:
-    return f"{microseconds / 1000:.2f} ms"
-
-
 def _command_output(
     command: list[str], cwd: Path | None = None, ok: tuple[int, ...] = (0,)
 ) -> str | None:
@@ -355,14 +352,8 @@ def report(
         f"{args.threads} wrk thread(s), random id per request",
         *(f"seeded {part.describe()}" for part in seeding),
         "",
-        f"{'target':<16} {'req/s':>10} {'p50':>10} {'p99':>10} {'non-2xx':>8} "
-        f"{'sock err':>8} {'requests':>10}",
+        *table(results),
     ]
-    for name, result in results.items():
-        lines.append(
-            f"{name:<16} {result.rate:>10,.0f} {_ms(result.p50_us):>10} {_ms(result.p99_us):>10} "
-            f"{result.bad_status:>8} {result.socket_errors:>8} {result.requests:>10,}"
-        )
     lines.append("")
     bare = results["bare GET"].rate
     for name, target in TARGETS.items():
@@ -373,13 +364,7 @@ def report(
     for name in FORMATS:
         ratio = results[name].rate / json_rate if json_rate else 0.0
         lines.append(f"ratio {name} / kiln GET (JSON) = {ratio:.3f}")
-    lines.append("")
-    lines.extend(warnings(results))
-    lines.extend(info)
-    lines.append(
-        "note: wrk shares the machine's cores with the server under load; "
-        "compare the ratios, not the absolute rates"
-    )
+    lines.extend(trailer(results, info, "ratios"))
     return "\n".join(lines)
 
 

@@ -282,3 +282,34 @@ def alternate(
             rounds[name].append(load(per_round))
             progress(f"{name}: {rounds[name][-1].rate:,.0f} req/s")
     return {name: combined(runs) for name, runs in rounds.items()}
+
+
+def table(results: Mapping[str, WrkResult]) -> list[str]:
+    """The report's table: a row per target (req/s, p50, p99, errors, requests)."""
+    width = max(len("target"), *(len(name) for name in results)) + 2
+
+    def ms(microseconds: float) -> str:
+        return f"{microseconds / 1000:.2f} ms"
+
+    rows = [
+        f"{'target':<{width}} {'req/s':>10} {'p50':>10} {'p99':>10} {'non-2xx':>8} "
+        f"{'sock err':>8} {'requests':>10}"
+    ]
+    for name, result in results.items():
+        rows.append(
+            f"{name:<{width}} {result.rate:>10,.0f} {ms(result.p50_us):>10} "
+            f"{ms(result.p99_us):>10} {result.bad_status:>8} {result.socket_errors:>8} "
+            f"{result.requests:>10,}"
+        )
+    return rows
+
+
+def trailer(results: Mapping[str, WrkResult], info: list[str], compare: str) -> list[str]:
+    """The report's end: warnings about the runs, the machine, and what to ``compare``."""
+    return [
+        "",
+        *warnings(results),
+        *info,
+        "note: wrk shares the machine's cores with the server under load; "
+        f"compare the {compare}, not the absolute rates",
+    ]
