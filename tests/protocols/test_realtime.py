@@ -227,6 +227,11 @@ def test_bad_subscription_parameters_are_400(stream_client: httpx.Client) -> Non
     assert response.status_code == 400
     assert "startTime" in response.json()["detail"]
     response = stream_client.get(
+        "/Dog/", headers={"accept": "text/event-stream", "last-event-id": "abc"}
+    )
+    assert response.status_code == 400
+    assert "Last-Event-ID must be a whole number" in response.json()["detail"]
+    response = stream_client.get(
         "/Dog/?previousCount=10001", headers={"accept": "text/event-stream"}
     )
     assert response.status_code == 400

@@ -382,8 +382,21 @@ class RestHandler:
         request_headers: Mapping[str, str],
     ) -> int:
         """Encode ``value`` in ``fmt`` and send it, compressed when it is large enough."""
-        body = fmt.encode(value, columns)
         headers = [("content-type", fmt.content_type), *headers]
+        return self._send_body(
+            protocol, method, status, headers, fmt.encode(value, columns), request_headers
+        )
+
+    def _send_body(
+        self,
+        protocol: Any,
+        method: str,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        request_headers: Mapping[str, str],
+    ) -> int:
+        """Send an encoded ``body`` whole, compressed when it is large enough."""
         if len(body) > self.compression_threshold:
             coding = content_coding(request_headers.get("accept-encoding"))
             if coding is not None:
@@ -403,7 +416,7 @@ class RestHandler:
         fmt: Format,
         request_headers: Mapping[str, str],
     ) -> None:
-        """Send a streamed collection, compressed unless it all fits under the threshold.
+        """Send a collection: streamed (and compressed when the client allows) past one chunk.
 
         A result that fits in one chunk (most pages) goes out as one plain response
         with its length, which costs granian less than a chunked stream.
@@ -412,19 +425,12 @@ class RestHandler:
         first = await anext(chunks)
         second = await anext(chunks, None)
         if second is None:
-            if len(first) > self.compression_threshold:
-                coding = content_coding(request_headers.get("accept-encoding"))
-                if coding is not None:
-                    first = compress(first, coding)
-                    headers += [("content-encoding", coding), ("vary", "Accept-Encoding")]
-            protocol.response_bytes(200, headers, first)
+            self._send_body(protocol, "GET", 200, headers, first, request_headers)
             return
-        coding = None
-        if second is not None or len(first) > self.compression_threshold:
-            coding = content_coding(request_headers.get("accept-encoding"))
+        coding = content_coding(request_headers.get("accept-encoding"))
         failures: list[BaseException] = []
         rest = _guarded(chunks, fmt.broken, failures)
-        pieces = _chained([first] if second is None else [first, second], rest)
+        pieces = _chained([first, second], rest)
         if coding is not None:
             pieces = compress_stream(pieces, coding)
             headers += [("content-encoding", coding), ("vary", "Accept-Encoding")]
