@@ -276,10 +276,63 @@ def test_nested_transaction_isolation(database: Database, writer: Writer) -> Non
 
 
 def test_environment_syncs_every_commit(database: Database) -> None:
+    """A commit syncs its pages; the meta page is left to the sync thread (metasync off)."""
     flags = database.env.flags()
     assert flags["sync"] is True
-    assert flags["metasync"] is True
+    assert flags["metasync"] is False
     assert flags["map_async"] is False
+
+
+class SyncRecordingDatabase(Database):
+    """A real Database that notes, for each sync, the last commit it covers and when it ended."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.synced: list[tuple[int, float]] = []
+
+    def sync(self) -> None:
+        covered = self.env.info()["last_txnid"]
+        super().sync()
+        self.synced.append((covered, time.monotonic()))
+
+
+def test_ack_follows_a_sync_that_covers_its_commit(tmp_path: Path) -> None:
+    """Every acknowledged commit was covered by a finished sync before the ack went out."""
+    tables = list(parse_schema(SCHEMA).tables.values())
+    database = SyncRecordingDatabase(
+        "data", tmp_path / "data", tables, map_size=16 * MiB, clock=HybridClock()
+    )
+    writer = Writer(database)
+    writer.start()
+    acks: list[tuple[int, float]] = []
+    versions: list[int] = []
+    lock = threading.Lock()
+
+    def work(start: int) -> None:
+        for key in range(start, start + 30):
+            receipt = writer.execute_sync([Put("Dog", key, {"name": f"dog {key}"})])
+            with lock:
+                acks.append((receipt.txn_id, time.monotonic()))
+                versions.append(receipt.results[0].version)
+
+    try:
+        threads = [threading.Thread(target=work, args=(1000 * n,)) for n in range(1, 7)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        late = [
+            (txn_id, acked)
+            for txn_id, acked in acks
+            if not any(covered >= txn_id and ended <= acked for covered, ended in database.synced)
+        ]
+        assert len(acks) == 180
+        assert late == []
+        assert len(database.synced) < len(acks)  # groups share their syncs
+        assert writer.durable_through >= max(versions)
+    finally:
+        writer.close()
+        database.close()
 
 
 def test_async_ack_never_precedes_the_commit(database: Database, running: Writer) -> None:

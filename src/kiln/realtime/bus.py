@@ -221,13 +221,25 @@ class ChangeBus:
         feed.scheduled = False
         if self._closed:  # scheduled by a last commit while closing: the stores may be gone
             return
+        durable = feed.writer.durable_through
+        if not self._has_subscribers():  # nobody to tell: skip reading the entries
+            feed.delivered = max(feed.delivered, durable)
+            return
         database = feed.database
         with database.read() as txn:
-            entries = list(database.audit.read(txn, feed.delivered))
+            entries = list(
+                itertools.takewhile(
+                    lambda entry: entry.version <= durable,
+                    database.audit.read(txn, feed.delivered),
+                )
+            )
         for entry in entries:
             feed.delivered = entry.version
             if entry.kind != "message":  # messages were delivered when published
                 self._dispatch(entry.table, _event(entry))
+
+    def _has_subscribers(self) -> bool:
+        return any(self._by_channel.values()) or any(self._by_record.values())
 
     def _dispatch(self, channel: str, event: Event) -> None:
         by_record = self._by_record.get((channel, event.id))

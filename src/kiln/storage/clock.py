@@ -22,6 +22,11 @@ class HybridClock:
         self._last = last
         self._lock = threading.Lock()
 
+    @property
+    def last(self) -> Version:
+        """The largest version issued or observed so far."""
+        return self._last
+
     def observe(self, version: Version) -> None:
         """Make every later version larger than ``version`` (one read from disk or a peer)."""
         with self._lock:

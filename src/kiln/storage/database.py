@@ -44,6 +44,13 @@ def open_environment(
     Room is made for ``stores``, the audit log and the catalog, every store already
     on disk, every store the catalog lists, and a few spares. Returns the
     environment, its catalog and the catalog's entries.
+
+    A commit syncs its pages but not the meta page that makes them current
+    (``metasync=False``): the next commit's sync, or :meth:`Database.sync`, puts that
+    page on disk. LMDB writes the meta page only after the pages are synced, so a
+    crash can only lose the last commits, never leave a broken tree, and the writer
+    acknowledges a commit only after such a sync (:mod:`kiln.storage.writer`).
+    Whoever commits outside the writer syncs before saying the write is done.
     """
     path.mkdir(parents=True, exist_ok=True)
     wanted = stores | {_AUDIT_STORE, META_STORE}
@@ -55,7 +62,7 @@ def open_environment(
             max_dbs=max_dbs,
             subdir=True,
             sync=True,
-            metasync=True,
+            metasync=False,
             max_spare_txns=4,
         )
         try:
@@ -173,11 +180,16 @@ class Database:
         with self._resize_lock:
             self.env.set_mapsize(min(current * 2, MAX_MAP_SIZE))
 
+    def sync(self) -> None:
+        """Put every commit made so far on disk, meta page included (:func:`open_environment`)."""
+        self.env.sync(True)
+
     def close(self) -> None:
-        """Close the environment; every write must have been committed before.
+        """Sync and close the environment; every write must have been committed before.
 
         Taken under the resize lock, so no read transaction of another thread is
         open while the map goes away.
         """
         with self._resize_lock:
+            self.env.sync(True)
             self.env.close()

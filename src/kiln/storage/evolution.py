@@ -132,7 +132,9 @@ def commit(database: Database, plan: Plan) -> list[tuple[str, str]]:
     while True:
         try:
             with database.env.begin(write=True) as txn:
-                return _commit(database, txn, plan)
+                building = _commit(database, txn, plan)
+            database.sync()
+            return building
         except lmdb.MapFullError:
             database.grow()
 
@@ -168,8 +170,8 @@ def build_index(
     """Fill the index of ``attribute`` of table ``name`` from its records, then mark it ready.
 
     The index is emptied first (a build cut short leaves a partial one), then filled
-    ``batch_size`` records per durable transaction; the transaction of the last
-    batch marks the index ``ready`` in the catalog.
+    ``batch_size`` records per transaction; the transaction of the last batch
+    marks the index ``ready`` in the catalog, and a sync puts that on disk.
     """
     store = database.tables[name]
     with database.read() as txn:
@@ -198,6 +200,7 @@ def build_index(
             after = chunk[-1][0]
             done += len(chunk)
             progress(name, attribute, min(done, total), total)
+    database.sync()
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,5 +241,6 @@ def drop_table(data_dir: Path, table: StoredTable, *, map_size: int) -> None:
                     continue
                 txn.drop(store, delete=True)
             catalog.delete(txn, table.entry.table)
+        env.sync(True)
     finally:
         env.close()

@@ -3,9 +3,19 @@
 Requests hand their operations to :meth:`Writer.execute` (async) or
 :meth:`Writer.execute_sync`. The writer thread takes every job waiting in its
 queue, applies each in a nested transaction of one outer transaction (a job that
-fails is rolled back alone and its error goes back to its request), commits the
-outer transaction durably (LMDB syncs the data file before the commit returns),
-and only then answers every job of the group. Many requests thus share one fsync.
+fails is rolled back alone and its error goes back to its request) and commits
+the outer transaction. Many requests thus share one commit.
+
+A commit is made durable in two steps on two threads, so that the next group is
+applied while the last one is being made durable:
+
+1. the writer thread's commit syncs the new pages, then writes the meta page that
+   makes them current (the environment is opened with ``metasync=False``, so LMDB
+   does not sync that page: see :mod:`kiln.storage.database`);
+2. the sync thread then syncs the file once for every group committed meanwhile,
+   which puts their meta pages on disk, and only then answers their jobs.
+
+An acknowledgement therefore always follows a sync that started after its commit.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import lmdb
 from kiln.errors import KilnError
 from kiln.storage.database import Database
 from kiln.storage.operations import DeleteMatching, Write, WriteResult, perform
+from kiln.types import Version
 
 log = logging.getLogger("kiln.writer")
 
@@ -48,6 +59,14 @@ class _Job:
     error: BaseException | None = None
     receipt: Receipt | None = None
     excluded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Committed:
+    """A committed group on its way to the sync thread, and a bound on its versions."""
+
+    group: list[_Job]
+    through: Version
 
 
 class _Redo(Exception):
@@ -77,16 +96,23 @@ class Writer:
         self.database = database
         self.max_group = max_group
         self.on_commit: Callable[[], None] | None = None
-        """Called on the writer thread after each durable commit (the change bus sets it)."""
+        """Called on the sync thread once commits are durable (the change bus sets it)."""
+        self.durable_through: Version = database.clock.last
+        """Every write of this database with a version up to this one is on disk."""
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._committed: queue.SimpleQueue[_Committed | None] = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=self._run, name=f"kiln-writer-{database.name}", daemon=True
+        )
+        self._syncer = threading.Thread(
+            target=self._sync_and_answer, name=f"kiln-sync-{database.name}", daemon=True
         )
         self._closed = False
 
     def start(self) -> None:
-        """Start the writer thread; jobs submitted before wait in the queue until then."""
+        """Start the writer and sync threads; jobs submitted before wait until then."""
         self._thread.start()
+        self._syncer.start()
 
     async def execute(self, operations: Sequence[Write], user: str | None = None) -> Receipt:
         """Apply ``operations`` atomically and durably; awaiting does not block the loop.
@@ -120,6 +146,9 @@ class Writer:
         self._queue.put(_STOP)
         if self._thread.is_alive():
             self._thread.join()
+        self._committed.put(_STOP)
+        if self._syncer.is_alive():
+            self._syncer.join()
 
     def _submit(self, job: _Job) -> None:
         if self._closed:
@@ -158,12 +187,44 @@ class Writer:
             for job in group:
                 if job.error is None:
                     job.receipt = Receipt(job.results, txn_id)
+        # Every version of the group was issued before this read: it bounds them all.
+        self._committed.put(_Committed(group, self.database.clock.last))
+
+    def _sync_and_answer(self) -> None:
+        """The sync thread: make every group committed so far durable, then answer it."""
+        stopping = False
+        while not stopping:
+            commits: list[_Committed] = []
+            item = self._committed.get()
+            while True:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    commits.append(item)
+                try:
+                    item = self._committed.get_nowait()
+                except queue.Empty:
+                    break
+            if commits:
+                self._make_durable(commits)
+
+    def _make_durable(self, commits: list[_Committed]) -> None:
+        try:
+            self.database.sync()
+        except Exception as error:  # committed, but not known to be on disk: say so
+            log.exception("sync after %d commit(s) failed", len(commits))
+            for commit in commits:
+                for job in commit.group:
+                    job.error = job.error or error
+        else:
+            self.durable_through = max(commit.through for commit in commits)
             if self.on_commit is not None:
                 self.on_commit()
-        self._answer(group)
+        for commit in commits:
+            self._answer(commit.group)
 
     def _apply_group(self, group: list[_Job]) -> int:
-        """Apply and durably commit ``group``; returns the commit's transaction id.
+        """Apply and commit ``group``; returns the commit's transaction id.
 
         A job of one operation is applied straight into the group's transaction:
         :func:`apply` raises its expected errors (:class:`KilnError`) before it
