@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from kiln.errors import BadRequest
 from kiln.query import And, Condition, Field, Or, Query, Selection, SortKey, parse_query
+from kiln.query.parser import _Reader
 
 
 def where(query_string: str) -> object:
@@ -370,3 +371,27 @@ def test_mutated_queries_give_a_query_or_bad_request(
         at %= len(text) + 1
         text = text[:at] + insert + text[at + cut :]
     _outcome(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet="abZ_9.%", min_size=1, max_size=6),
+    st.text(alphabet="ab1 +-._~:*%!=()[]{}&|null", max_size=8),
+)
+def test_one_equality_reads_as_the_general_reader_reads_it(name: str, value: str) -> None:
+    """``name=value`` is read on a shortcut when it can be: the result must not change."""
+    text = f"{name}={value}"
+    try:
+        expected: object = _Reader(text).query()
+    except BadRequest as error:
+        expected = error.detail
+    try:
+        got: object = parse_query(text)
+    except BadRequest as error:
+        got = error.detail
+    assert got == expected
+
+
+@pytest.mark.parametrize("text", ["pack=5", "name=Rex", "a_b=", "breed=null", "x=1&y=2"])
+def test_one_equality_examples_match_the_general_reader(text: str) -> None:
+    assert parse_query(text) == _Reader(text).query()

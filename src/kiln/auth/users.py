@@ -3,18 +3,20 @@
 It is an LMDB environment of its own, ``<storage.path>/.system``, which the
 server and ``kiln user`` may open at the same time: LMDB lets several processes
 share one environment, and every read here is a fresh read transaction, so a
-running server sees what the command line wrote at its next request.
+running server sees what the command line wrote within 50 ms
+(:data:`EPOCH_TRUSTED_FOR`).
 
 Each change to a user takes the next value of a counter, the **credential
 epoch**: the user's own epoch moves when its password changes (or it is removed
 and added again), and the store's epoch moves on every change. Tokens carry the
 user's epoch (a new password invalidates them all); caches of verified
 credentials compare the store's epoch on each use (:meth:`UserStore.epoch`, one
-small read).
+small read at most every 50 ms).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import time
@@ -38,6 +40,8 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}", re.ASCII)
 _USERS = b"users"
 _META = b"meta"
 _EPOCH = b"epoch"
+EPOCH_TRUSTED_FOR = 0.05
+"""Seconds a read of the store's epoch is trusted (:meth:`UserStore.epoch`)."""
 _SIGNING_KEY = b"jwt-signing-key"
 
 
@@ -79,6 +83,8 @@ class UserStore:
         self.env = lmdb.open(
             str(path), map_size=MAP_SIZE, max_dbs=4, subdir=True, sync=True, max_spare_txns=2
         )
+        self._epoch = 0
+        self._epoch_until = 0.0  # monotonic time until which _epoch is trusted
         try:
             self._users = self.env.open_db(_USERS)
             self._meta = self.env.open_db(_META)
@@ -89,15 +95,22 @@ class UserStore:
     def epoch(self) -> int:
         """The store's credential epoch: it moves on every change to any user.
 
-        Read on every authenticated request, so without a context manager (a third
-        cheaper); the read transaction is always aborted.
+        Asked on every authenticated request, so a read is trusted for
+        :data:`EPOCH_TRUSTED_FOR` seconds: this process's own changes are seen at once,
+        another process's (``kiln user ...``) within that time. The read itself goes
+        without a context manager (a third cheaper); its transaction is always aborted.
         """
+        now = time.monotonic()
+        if now < self._epoch_until:
+            return self._epoch
         txn = self.env.begin(db=self._meta)
         try:
             raw = txn.get(_EPOCH)
         finally:
             txn.abort()
-        return 0 if raw is None else int.from_bytes(raw, "big")
+        self._epoch = 0 if raw is None else int.from_bytes(raw, "big")
+        self._epoch_until = now + EPOCH_TRUSTED_FOR
+        return self._epoch
 
     def get(self, name: str) -> StoredUser | None:
         """The user called ``name``, or None."""
@@ -181,8 +194,12 @@ class UserStore:
         """Close the environment."""
         self.env.close()
 
-    def _write(self) -> lmdb.Transaction:
-        return self.env.begin(write=True)
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[lmdb.Transaction]:
+        """A write transaction; once it commits, the next :meth:`epoch` reads again."""
+        with self.env.begin(write=True) as txn:
+            yield txn
+        self._epoch_until = 0.0
 
     def _next_epoch(self, txn: lmdb.Transaction) -> int:
         raw = txn.get(_EPOCH, db=self._meta)

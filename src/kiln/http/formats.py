@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ BIG_INT_EXT = 1
 """The MessagePack extension type of an integer beyond 64 bits (signed big-endian bytes)."""
 
 _STREAM_FLUSH_BYTES = 64 * 1024
+_STREAM_BATCH = 32
+"""Records of a stream encoded in one step: few enough that the first leave early."""
 _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
 _PLAIN = (type(None), bool, int, float, str, bytes, datetime)
@@ -54,7 +57,8 @@ class Format:
     then ``tail``. ``decode`` reads a request body (None: the format is only sent).
     ``broken`` is sent when a stream fails midway: bytes no reader of the format
     accepts, so a cut-off stream never parses as a complete one (JSON and CBOR need
-    none: without their ``tail`` they are incomplete already).
+    none: without their ``tail`` they are incomplete already). ``many``, when set,
+    encodes several items with their separators in one call (see :meth:`items`).
     """
 
     media_type: str
@@ -67,6 +71,13 @@ class Format:
     tail: bytes = b""
     tabular: bool = False
     broken: bytes = b""
+    many: Callable[[list[Any], Columns], bytes] | None = None
+
+    def items(self, records: list[Any], columns: Columns) -> bytes:
+        """``records`` as stream items, ``separator`` between two."""
+        if self.many is not None:
+            return self.many(records, columns)
+        return self.separator.join([self.item(record, columns) for record in records])
 
 
 def _constant(data: bytes) -> Callable[[Columns], bytes]:
@@ -81,6 +92,10 @@ _json_decoder = msgspec.json.Decoder()
 
 def _encode_json(value: Any, _columns: Columns = None) -> bytes:
     return _json_encoder.encode(value)
+
+
+def _encode_json_items(values: list[Any], _columns: Columns = None) -> bytes:
+    return _json_encoder.encode(values)[1:-1]  # an array's items are joined by commas
 
 
 def _decode_json(body: bytes) -> Any:
@@ -287,6 +302,7 @@ JSON = Format(
     _encode_json,
     b",",
     b"]",
+    many=_encode_json_items,
 )
 """JSON (msgspec): the default, both ways."""
 CBOR = Format(
@@ -340,23 +356,28 @@ FORMATS: dict[str, Format] = {
 async def encode_stream(
     fmt: Format, records: Iterable[Any] | AsyncIterator[Any], columns: Columns
 ) -> AsyncIterator[bytes]:
-    """``records`` as one ``fmt`` stream, in chunks of about 64 KiB (the last one shorter)."""
+    """``records`` as one ``fmt`` stream, in chunks of about 64 KiB (the last one shorter).
+
+    Records of a plain iterator are encoded :data:`_STREAM_BATCH` at a time: an
+    async step, or an encoder call, per record would cost more than encoding it.
+    """
     chunks = _Chunks(fmt, columns)
     if isinstance(records, AsyncIterator):
         async for record in records:
-            chunk = chunks.add(record)
+            chunk = chunks.add([record])
             if chunk is not None:
                 yield chunk
-    else:  # a plain loop: an async step per record would cost more than encoding it
-        for record in records:
-            chunk = chunks.add(record)
+    else:
+        iterator = iter(records)
+        while batch := list(itertools.islice(iterator, _STREAM_BATCH)):
+            chunk = chunks.add(batch)
             if chunk is not None:
                 yield chunk
     yield chunks.finish()
 
 
 class _Chunks:
-    """Encodes records one by one into a stream's chunks of about 64 KiB."""
+    """Encodes records, a batch at a time, into a stream's chunks of about 64 KiB."""
 
     def __init__(self, fmt: Format, columns: Columns):
         self.fmt = fmt
@@ -365,17 +386,17 @@ class _Chunks:
         self.size = 0
         self.first = True
 
-    def add(self, record: Any) -> bytes | None:
-        """Encode ``record``; a chunk to send when enough is gathered, else None."""
+    def add(self, records: list[Any]) -> bytes | None:
+        """Encode ``records`` (at least one); a chunk to send when enough is gathered."""
         fmt = self.fmt
         if self.first:
             if self.columns is None and fmt.tabular:
-                self.columns = _columns_of(record)
+                self.columns = _columns_of(records[0])
             self.parts.append(fmt.head(self.columns))
-            encoded = fmt.item(record, self.columns)
             self.first = False
-        else:
-            encoded = fmt.separator + fmt.item(record, self.columns)
+        elif fmt.separator:
+            self.parts.append(fmt.separator)
+        encoded = fmt.items(records, self.columns)
         self.parts.append(encoded)
         self.size += len(encoded)
         if self.size < _STREAM_FLUSH_BYTES:

@@ -176,21 +176,30 @@ def _walk_index(source: Source, scan: IndexScan, reverse: bool) -> Iterator[Pair
     """The records under ``scan``'s terms, each once, in the index's order."""
     index = source.store.indexes[scan.attribute]
     key_range = scan.key_range
+    # A record sits under one term of the walk unless a list of it spans several terms.
+    once = not scan.many_valued or key_range.is_one_term
     after: tuple[bytes, bytes] | None = None
     for size in source.chunk_sizes():
         with source.read() as txn:
             entries = walk_index(txn, index, key_range, after, size, reverse=reverse)
-            records = dict(fetch(txn, source.store.primary, [key for _t, key in entries]))
+            found = fetch(txn, source.store.primary, [key for _t, key in entries])
         if not entries:
             return
         if source.computed:
-            records = {key: _derive(source, record) for key, record in records.items()}
-        source.scanned += len(records)
+            found = [(key, _derive(source, record)) for key, record in found]
         after = entries[-1]
-        for term, key in entries:
-            record = records.get(key)
-            if record is not None and _first_met(record, scan.attribute, term, key_range, reverse):
-                yield key, record
+        if once:  # the records come in the entries' order, each once
+            source.scanned += len(found)
+            yield from found
+        else:
+            records = dict(found)
+            source.scanned += len(records)
+            for term, key in entries:
+                record = records.get(key)
+                if record is not None and _first_met(
+                    record, scan.attribute, term, key_range, reverse
+                ):
+                    yield key, record
         if len(entries) < size:  # the range ran out: no need to look again
             return
 

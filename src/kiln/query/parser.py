@@ -30,6 +30,7 @@ position in the raw string where reading failed, so a client sees what to change
 from __future__ import annotations
 
 import re
+from typing import cast
 from urllib.parse import unquote
 
 from kiln.errors import BadRequest
@@ -65,11 +66,18 @@ _MAX_DEPTH = 32  # deeper nesting is a mistake, and would exhaust the stack
 
 _WORD = re.compile(r"[A-Za-z]+(?==)")
 _NUMBER = re.compile(r"[0-9]+")
-_NAME_END = frozenset("=!&|()[]{},")
-_VALUE_END = frozenset("&|)]([=")  # the last three are errors inside a value
+
+
+def _up_to(stops: str) -> re.Pattern[str]:
+    """A pattern matching the text up to (not including) the first of the characters ``stops``."""
+    return re.compile(f"[^{re.escape(stops)}]*")
+
+
+_NAME_END = _up_to("=!&|()[]{},")
+_VALUE_END = _up_to("&|)]([=")  # the last three are errors inside a value
 _TERM_END = frozenset("&|)]")
-_SELECT_NAME_END = frozenset(",(){}[]&|=")
-_ARGUMENT_END = frozenset(")&|([]")
+_SELECT_NAME_END = _up_to(",(){}[]&|=")
+_ARGUMENT_END = _up_to(")&|([]")
 _ENCODED = {"(": "%28", "[": "%5B", "=": "%3D"}
 _CLOSERS = {"(": ")", "[": "]"}
 _SIGNS = {"+": False, "-": True, "%2B": False, "%2D": True}  # sort sign → descending
@@ -87,7 +95,15 @@ def parse_query(query_string: str) -> Query:
     Raises:
         BadRequest: ``query position N: ...`` naming where reading failed and what was expected.
     """
+    simple = _ONE_EQUALITY.fullmatch(query_string)
+    if simple is not None and simple[2] != "null":
+        return Query(Condition((simple[1],), "eq", simple[2], None, 1))
     return _Reader(query_string).query()
+
+
+_ONE_EQUALITY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([^&|()\[\]{}=!*:%]*)")
+"""The most common query, ``name=value`` with nothing to decode, which :func:`parse_query`
+reads without the general reader (the same result, a fifth of the time)."""
 
 
 def _error(position: int, message: str) -> BadRequest:
@@ -132,13 +148,11 @@ class _Reader:
                 position, f"{raw!r} is not valid percent-encoded UTF-8; encode the text as UTF-8"
             ) from None
 
-    def scan(self, stops: frozenset[str]) -> str:
-        """The raw text from ``pos`` up to (not including) the first of ``stops``."""
+    def scan(self, up_to: re.Pattern[str]) -> str:
+        """The raw text from ``pos`` that ``up_to`` matches (see :func:`_up_to`)."""
         start = self.pos
-        text = self.text
-        while self.pos < len(text) and text[self.pos] not in stops:
-            self.pos += 1
-        return text[start : self.pos]
+        self.pos = cast(re.Match[str], up_to.match(self.text, start)).end()
+        return self.text[start : self.pos]
 
     # ----------------------------------------------------------------- structure
 

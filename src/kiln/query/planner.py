@@ -187,11 +187,11 @@ def _range_of(condition: Condition) -> tuple[KeyRange, str] | None:
     if term is None:
         return None
     shown = _show(value)
+    if comparator == "eq":
+        return KeyRange(term, True, term, True), f"[{shown}, {shown}]"
     # a cut long string stands for every value sharing its first bytes: keep it inclusive
     inclusive = comparator in ("ge", "le") or is_truncated(term)
     family = _bounds_of(term)
-    if comparator == "eq":
-        return KeyRange(term, True, term, True), f"[{shown}, {shown}]"
     if comparator in ("gt", "ge"):
         label = f"{'[' if comparator == 'ge' else '('}{shown}, …)"
         return KeyRange(term, inclusive, family.upper, False), label
@@ -454,7 +454,7 @@ def plan_query(
             full_scan = True
         else:
             raise _refusal(query, definition, planner.refused)
-    counted = bool(scans) and (estimate_all or scans in planner.counted)
+    counted = bool(scans) and (estimate_all or (bool(planner.counted) and scans in planner.counted))
     estimated = planner.size(scans) if counted else None
     driving = set().union(*map(_drives, scans))
     filters = tuple(leaf for leaf in _leaves(where) if (leaf.path, leaf.comparator) not in driving)
