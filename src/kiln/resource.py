@@ -379,8 +379,9 @@ class Table(Resource):
             if query.explain:
                 return self.search(query, estimate=True).explain()
             results = self.search(query)
-            if query.select is None:
-                results.view = self._access(target).view
+            access = self._access(target)
+            if query.select is None and access.readable is not None:  # else it sees all
+                results.view = access.view
             return results
         if target.query.select is not None:
             return self._selected(target)

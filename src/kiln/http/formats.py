@@ -376,6 +376,26 @@ async def encode_stream(
     yield chunks.finish()
 
 
+def encode_if_small(
+    fmt: Format, records: Iterable[Any], columns: Columns
+) -> tuple[bytes | None, Iterable[Any]]:
+    """``records`` as one whole ``fmt`` body when they are fewer than a batch, else None.
+
+    Returns:
+        ``(body, ())`` for a small result (most pages of a query), which is sent
+        without the machinery of a stream; else ``(None, the same records)`` to give
+        :func:`encode_stream`.
+    """
+    iterator = iter(records)
+    batch = list(itertools.islice(iterator, _STREAM_BATCH))
+    if len(batch) == _STREAM_BATCH:
+        return None, itertools.chain(batch, iterator)
+    chunks = _Chunks(fmt, columns)
+    early = chunks.add(batch) if batch else None  # a batch of large records fills a chunk
+    last = chunks.finish()
+    return (last if early is None else early + last), ()
+
+
 class _Chunks:
     """Encodes records, a batch at a time, into a stream's chunks of about 64 KiB."""
 

@@ -33,7 +33,7 @@ from kiln.http.compression import compress, compress_stream
 from kiln.http.cross_origin import is_preflight, preflight, with_cors
 from kiln.http.description import describe_table, health
 from kiln.http.events import stream_events, subscribe_options, wants_events
-from kiln.http.formats import JSON, Columns, Format, encode_stream
+from kiln.http.formats import JSON, Columns, Format, encode_if_small, encode_stream
 from kiln.http.negotiation import content_coding, request_format, response_format
 from kiln.http.problems import as_http_error, problem_response
 from kiln.query import Query, parse_query
@@ -364,6 +364,11 @@ class RestHandler:
             if method == "HEAD":
                 protocol.response_empty(200, [("content-type", fmt.content_type), *headers])
                 return 200
+            if not isinstance(result, AsyncIterator):
+                body, result = encode_if_small(fmt, result, columns)
+                if body is not None:
+                    headers = [("content-type", fmt.content_type), *headers]
+                    return self._send_body(protocol, "GET", 200, headers, body, request_headers)
             await self._stream(
                 protocol, headers, encode_stream(fmt, result, columns), fmt, request_headers
             )

@@ -21,7 +21,7 @@ from typing import Any
 import lmdb
 
 from kiln.storage.keys import MAX_KEY_SIZE, encode_key
-from kiln.storage.records import decode_record
+from kiln.storage.records import decode_record_only
 from kiln.types import Record
 
 Entry = tuple[bytes, bytes]
@@ -122,7 +122,7 @@ def walk_primary(
         key = bytes(cursor.key())
         if not (key_range.above_lower(key) if reverse else key_range.below_upper(key)):
             break
-        chunk.append((key, decode_record(cursor.value())[1]))
+        chunk.append((key, decode_record_only(cursor.value())))
         found = cursor.prev() if reverse else cursor.next()
     return chunk
 
@@ -239,8 +239,9 @@ def estimate(
 def fetch(txn: lmdb.Transaction, db: Any, keys: list[bytes]) -> list[tuple[bytes, Record]]:
     """The records at the encoded ``keys`` that still exist, in the order asked."""
     found = []
+    get = txn.get
     for key in keys:
-        raw = txn.get(key, db=db)
+        raw = get(key, db=db)
         if raw is not None:
-            found.append((key, decode_record(raw)[1]))
+            found.append((key, decode_record_only(raw)))
     return found

@@ -72,3 +72,8 @@ def decode_record(data: bytes | memoryview) -> tuple[Version, Record]:
     """The version and the record of stored bytes."""
     version, _flags = HEADER.unpack_from(data)
     return version, _decoder.decode(memoryview(data)[HEADER.size :])
+
+
+def decode_record_only(data: bytes | memoryview) -> Record:
+    """The record of stored bytes, without its version (the hot path of a query)."""
+    return _decoder.decode(memoryview(data)[HEADER.size :])

@@ -11,7 +11,7 @@ from kiln.schema import TableDef
 from kiln.storage.catalog import index_store, records_store
 from kiln.storage.keys import MAX_KEY_SIZE, NUMBERS_END, NUMBERS_START, decode_key, encode_key
 from kiln.storage.ranges import index_term
-from kiln.storage.records import decode_record, encode_record
+from kiln.storage.records import decode_record, decode_record_only, encode_record
 from kiln.types import Key, Record, Version
 
 
@@ -151,7 +151,7 @@ class TableStore:
                 raw = txn.get(encoded_key, db=self.primary)
                 if raw is None:  # pragma: no cover - the index and the records move together
                     continue
-                record = decode_record(raw)[1]
+                record = decode_record_only(raw)
                 held = self.value(record, attribute)
                 if held == value or (isinstance(held, list) and value in held):
                     found.append(record)
