@@ -25,6 +25,7 @@ from kiln.app import App, load_app
 from kiln.config import load_config
 from kiln.errors import BadRequest
 from kiln.query import And, Condition, Field, Node, Or, Query, Selection, SortKey
+from kiln.query.binder import bind
 from kiln.query.executor import Results, Source
 from kiln.query.planner import Limits, plan_query
 from kiln.resource import Table
@@ -527,5 +528,28 @@ def test_delete_matching_removes_exactly_the_matches_in_one_transaction(tmp_path
         assert {result.key for result in receipt.results} == gone
         left = ids(table.search(Query()))
         assert left == [i for i in range(1, 101) if i not in gone]
+    finally:
+        loaded.close()
+
+
+def test_a_list_stored_under_a_single_valued_index_comes_once(tmp_path: Path) -> None:
+    """A record whose value became a list before a retype (``tags: [String]`` → ``String``)
+    sits under each element; a range over both returns it once, in its first place."""
+    (tmp_path / "schema.graphql").write_text(
+        "type Note @table @export { id: Int @primaryKey  tag: String @indexed }"
+    )
+    config = load_config(tmp_path, env={}, overrides={"storage.path": str(tmp_path / "data")})
+    loaded = load_app(tmp_path, config)
+    try:
+        store = loaded.databases["data"].tables["Note"]
+        with loaded.databases["data"].env.begin(write=True) as txn:  # as stored before a retype
+            store.store(txn, 1, 1, {"id": 1, "tag": ["a", "b"]}, None)
+            store.store(txn, 2, 2, {"id": 2, "tag": "b"}, None)
+        note = loaded.routes["Note"]
+        assert isinstance(note, Table)
+        ranged = Query(Condition(("tag",), "ge", "a"))
+        assert ids(note.search(bind(ranged, note.definition, loaded.schema))) == [1, 2]
+        sorted_query = Query(Condition(("tag",), "ge", "a"), sort=(SortKey(("tag",)),))
+        assert ids(note.search(bind(sorted_query, note.definition, loaded.schema))) == [1, 2]
     finally:
         loaded.close()

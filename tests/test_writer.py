@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from kiln.errors import Conflict, NotFound, PreconditionFailed
+from kiln.errors import Conflict, InternalServerError, NotFound, PreconditionFailed
 from kiln.schema import parse_schema
 from kiln.storage.clock import HybridClock
 from kiln.storage.database import Database
@@ -871,3 +871,63 @@ def test_record_codec_through_the_writer(database: Database, running: Writer) ->
     record = {"name": "codec", "age": 3, "extra": {"big": -(2**80), "blob": b"\x00", "when": when}}
     running.execute_sync([Put("Dog", 1, record)])
     assert stored(database, 1) == {"id": 1, **record}
+
+
+def test_syncs_and_map_growth_take_turns(tmp_path: Path) -> None:
+    """LMDB refuses a sync that starts while the map is being resized; kiln never asks it to."""
+    database = open_database(tmp_path / "data", map_size=1 * MiB)
+    failures: list[BaseException] = []
+    growing = True
+
+    def keep_syncing() -> None:
+        while growing:
+            try:
+                database.sync()
+            except BaseException as error:  # collected and asserted below
+                failures.append(error)
+
+    syncer = threading.Thread(target=keep_syncing)
+    syncer.start()
+    try:
+        for _ in range(12):  # 1 MiB → 4 GiB of address space, no disk
+            database.grow()
+    finally:
+        growing = False
+        syncer.join(10)
+        database.close()
+    assert failures == []
+
+
+def test_a_failed_sync_fails_its_writes_and_every_later_one(tmp_path: Path) -> None:
+    """After a sync fails nobody knows what is on disk: the writes are not acknowledged,
+    later ones are refused, and the bound of durable versions stays where it was."""
+
+    class FailingSyncDatabase(Database):
+        fail = False
+
+        def sync(self) -> None:
+            if self.fail:
+                raise OSError(5, "Input/output error")
+            super().sync()
+
+    tables = list(parse_schema(SCHEMA).tables.values())
+    database = FailingSyncDatabase(
+        "data", tmp_path / "data", tables, map_size=16 * MiB, clock=HybridClock()
+    )
+    writer = Writer(database)
+    writer.start()
+    try:
+        writer.execute_sync([Put("Dog", 1, {"name": "one"})])
+        durable = writer.durable_through
+        database.fail = True
+        with pytest.raises(InternalServerError, match="could not sync to disk"):
+            writer.execute_sync([Put("Dog", 2, {"name": "two"})])
+        database.fail = False  # even a disk that answers again is not trusted
+        with pytest.raises(InternalServerError, match="could not sync to disk"):
+            writer.execute_sync([Put("Dog", 3, {"name": "three"})])
+        assert writer.durable_through == durable
+        with database.read() as txn:
+            assert database.tables["Dog"].get(txn, 3) is None  # refused before writing
+    finally:
+        writer.close()
+        database.close()

@@ -85,6 +85,7 @@ class UserStore:
         )
         self._epoch = 0
         self._epoch_until = 0.0  # monotonic time until which _epoch is trusted
+        self._writes = 0  # writes committed through this store, to spot one during a read
         try:
             self._users = self.env.open_db(_USERS)
             self._meta = self.env.open_db(_META)
@@ -103,14 +104,16 @@ class UserStore:
         now = time.monotonic()
         if now < self._epoch_until:
             return self._epoch
+        writes = self._writes
         txn = self.env.begin(db=self._meta)
         try:
             raw = txn.get(_EPOCH)
         finally:
             txn.abort()
-        self._epoch = 0 if raw is None else int.from_bytes(raw, "big")
-        self._epoch_until = now + EPOCH_TRUSTED_FOR
-        return self._epoch
+        epoch = 0 if raw is None else int.from_bytes(raw, "big")
+        if writes == self._writes:  # no write of this store committed while reading
+            self._epoch, self._epoch_until = epoch, now + EPOCH_TRUSTED_FOR
+        return epoch
 
     def get(self, name: str) -> StoredUser | None:
         """The user called ``name``, or None."""
@@ -199,6 +202,7 @@ class UserStore:
         """A write transaction; once it commits, the next :meth:`epoch` reads again."""
         with self.env.begin(write=True) as txn:
             yield txn
+        self._writes += 1
         self._epoch_until = 0.0
 
     def _next_epoch(self, txn: lmdb.Transaction) -> int:

@@ -176,8 +176,9 @@ def _walk_index(source: Source, scan: IndexScan, reverse: bool) -> Iterator[Pair
     """The records under ``scan``'s terms, each once, in the index's order."""
     index = source.store.indexes[scan.attribute]
     key_range = scan.key_range
-    # A record sits under one term of the walk unless a list of it spans several terms.
-    once = not scan.many_valued or key_range.is_one_term
+    # Under one term a record sits once; a wider walk may meet a list value under several
+    # terms, even of an attribute declared single-valued (a value stored before a retype).
+    once = key_range.is_one_term
     after: tuple[bytes, bytes] | None = None
     for size in source.chunk_sizes():
         with source.read() as txn:

@@ -146,6 +146,7 @@ class Database:
         self.path = path
         self.clock = clock
         self._resize_lock = threading.RLock()
+        self._sync_lock = threading.Lock()
         stores = {records_store(table.table) for table in tables}
         stores.update(index_store(t.table, a) for t in tables for a in t.indexed)
         self.env, self.catalog, entries = open_environment(path, stores, map_size=map_size)
@@ -177,12 +178,17 @@ class Database:
                 f"database {self.name!r} reached the largest map size kiln allows "
                 f"({MAX_MAP_SIZE} bytes)"
             )
-        with self._resize_lock:
+        with self._resize_lock, self._sync_lock:
             self.env.set_mapsize(min(current * 2, MAX_MAP_SIZE))
 
     def sync(self) -> None:
-        """Put every commit made so far on disk, meta page included (:func:`open_environment`)."""
-        self.env.sync(True)
+        """Put every commit made so far on disk, meta page included (:func:`open_environment`).
+
+        It takes turns with :meth:`grow` (LMDB refuses a sync while the map is being
+        resized), not with readers: they must not wait for a disk.
+        """
+        with self._sync_lock:
+            self.env.sync(True)
 
     def close(self) -> None:
         """Sync and close the environment; every write must have been committed before.
@@ -190,6 +196,6 @@ class Database:
         Taken under the resize lock, so no read transaction of another thread is
         open while the map goes away.
         """
-        with self._resize_lock:
+        with self._resize_lock, self._sync_lock:
             self.env.sync(True)
             self.env.close()

@@ -30,7 +30,7 @@ from typing import cast
 
 import lmdb
 
-from kiln.errors import KilnError
+from kiln.errors import InternalServerError, KilnError
 from kiln.storage.database import Database
 from kiln.storage.operations import DeleteMatching, Write, WriteResult, perform
 from kiln.types import Version
@@ -108,6 +108,8 @@ class Writer:
             target=self._sync_and_answer, name=f"kiln-sync-{database.name}", daemon=True
         )
         self._closed = False
+        self._broken: InternalServerError | None = None
+        """Set when a sync failed: what every later write is told."""
 
     def start(self) -> None:
         """Start the writer and sync threads; jobs submitted before wait until then."""
@@ -177,6 +179,11 @@ class Writer:
                 self._commit_group(group)
 
     def _commit_group(self, group: list[_Job]) -> None:
+        if self._broken is not None:  # nothing more is written after a failed sync
+            for job in group:
+                job.error = self._broken
+            self._answer(group)
+            return
         try:
             txn_id = self._apply_group(group)
         except Exception as error:  # the commit itself failed: no job of the group holds
@@ -210,16 +217,32 @@ class Writer:
 
     def _make_durable(self, commits: list[_Committed]) -> None:
         try:
+            if self._broken is not None:
+                raise self._broken
             self.database.sync()
-        except Exception as error:  # committed, but not known to be on disk: say so
-            log.exception("sync after %d commit(s) failed", len(commits))
+        except Exception as error:
+            if self._broken is None:  # committed, but maybe not on disk: trust no later sync
+                log.critical(
+                    "syncing database %r to disk failed; it takes no more writes until "
+                    "kiln restarts",
+                    self.database.name,
+                    exc_info=error,
+                )
+                self._broken = InternalServerError(
+                    f"database {self.database.name!r} could not sync to disk ({error}); "
+                    "the write may or may not be there",
+                    hint="check the disk, then restart kiln",
+                )
             for commit in commits:
                 for job in commit.group:
-                    job.error = job.error or error
+                    job.error = job.error or self._broken
         else:
             self.durable_through = max(commit.through for commit in commits)
             if self.on_commit is not None:
-                self.on_commit()
+                try:
+                    self.on_commit()
+                except Exception:  # a listener's failure must not stop the answers
+                    log.exception("the commit listener of database %r failed", self.database.name)
         for commit in commits:
             self._answer(commit.group)
 
