@@ -73,7 +73,10 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
-                start_new_session=True,  # a Ctrl-C reaches the benchmark only; it stops us
+                # A group of its own, so a Ctrl-C reaches the benchmark only (it stops us),
+                # but not a session of its own: Linux shares the CPU fairly between sessions
+                # (autogroups), which would cap each server at half the machine against wrk.
+                process_group=0,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         deadline = time.monotonic() + timeout
