@@ -30,13 +30,14 @@ from kiln.resource import Resource, Table
 
 log = logging.getLogger("kiln")
 
-GIL_SWITCH_INTERVAL = 0.0002
+GIL_SWITCH_INTERVAL = 0.001
 """Seconds a thread may hold the GIL while another waits (Python's default is 0.005).
 
 py-lmdb releases the GIL around every LMDB call, so the writer thread waits for it
 again after each get and put of a write, behind the event loop. 5 ms → 1 ms raised
-durable PUT throughput by about 30% in ``bench.rest``, 1 ms → 0.2 ms by another
-10-15%; GET did not change.
+durable PUT throughput by about 30% in ``bench.rest``, GET unchanged. 0.2 ms gave
+PUT another 10% or so but cost the MQTT relay a third (``bench.mqtt``, QoS 0: the
+loop relays while the writer logs the messages), so 1 ms it is.
 """
 
 
