@@ -12,28 +12,42 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.mark.skipif(
+needs_wrk = pytest.mark.skipif(
     shutil.which("wrk") is None, reason="wrk is not on PATH (apt-get install wrk) to load servers"
 )
-def test_bench_rest_runs_and_prints_the_ratios() -> None:
+
+
+def run_bench(module: str, *options: str, timeout: float = 120) -> tuple[str, str]:
+    """Run ``python -m bench.<module> options...`` from the checkout; (stdout, all output).
+
+    Fails the test, with the output, unless the bench exits 0.
+    """
     finished = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.rest",
-            *("--records", "200", "--duration", "1", "--connections", "4", "--threads", "1"),
-            *("--http-seed", "100"),  # ids 101-200 offline, 1-100 over HTTP: both seeding paths
-        ],
+        [sys.executable, "-m", f"bench.{module}", *options],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, output
-    assert "seeded ids 101-200 offline" in finished.stdout, output
-    assert "seeded ids 1-100 over HTTP" in finished.stdout, output
+    return finished.stdout, output
+
+
+def has_line(pattern: str, text: str) -> bool:
+    """Whether a whole line of ``text`` matches the regular expression ``pattern``."""
+    return re.search(pattern, text, re.MULTILINE) is not None
+
+
+@needs_wrk
+def test_bench_rest_runs_and_prints_the_ratios() -> None:
+    out, output = run_bench(
+        "rest",
+        *("--records", "200", "--duration", "1", "--connections", "4", "--threads", "1"),
+        *("--http-seed", "100"),  # ids 101-200 offline, 1-100 over HTTP: both seeding paths
+    )
+    assert "seeded ids 101-200 offline" in out, output
+    assert "seeded ids 1-100 over HTTP" in out, output
     rows = (
         "kiln GET",
         "bare GET",
@@ -43,52 +57,26 @@ def test_bench_rest_runs_and_prints_the_ratios() -> None:
         "kiln PUT update",
     )
     for target in rows:
-        assert re.search(rf"^{target}\s+[\d,]+\s", finished.stdout, re.MULTILINE), output
+        assert has_line(rf"^{target}\s+[\d,]+\s", out), output
     for name in ("kiln GET", "kiln PUT", "kiln PUT update"):
-        assert re.search(
-            rf"^ratio {name} / bare GET = \d+\.\d+ +\(target >= 0\.\d+: (met|NOT met)\)$",
-            finished.stdout,
-            re.MULTILINE,
+        assert has_line(
+            rf"^ratio {name} / bare GET = \d+\.\d+ +\(target >= 0\.\d+: (met|NOT met)\)$", out
         ), output
     for name in ("cbor", "msgpack"):
-        assert re.search(
-            rf"^ratio kiln GET {name} / kiln GET \(JSON\) = \d+\.\d+$",
-            finished.stdout,
-            re.MULTILINE,
-        ), output
-    assert "WARNING" not in finished.stdout, output  # no error responses, no socket errors
+        assert has_line(rf"^ratio kiln GET {name} / kiln GET \(JSON\) = \d+\.\d+$", out), output
+    assert "WARNING" not in out, output  # no error responses, no socket errors
 
 
 def test_bench_startup_runs_and_prints_the_ratio() -> None:
-    finished = subprocess.run(
-        [sys.executable, "-m", "bench.startup", "--records", "200", "--runs", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = finished.stdout + finished.stderr
-    assert finished.returncode == 0, output
-    assert re.search(r"^kiln run GET /Dog/1\s+[\d.]+ ms$", finished.stdout, re.MULTILINE), output
-    assert re.search(
-        r"^ratio kiln GET /Dog/1 / python -c pass = \d+\.\d+$", finished.stdout, re.MULTILINE
-    ), output
+    out, output = run_bench("startup", "--records", "200", "--runs", "1")
+    assert has_line(r"^kiln run GET /Dog/1\s+[\d.]+ ms$", out), output
+    assert has_line(r"^ratio kiln GET /Dog/1 / python -c pass = \d+\.\d+$", out), output
 
 
-@pytest.mark.skipif(
-    shutil.which("wrk") is None, reason="wrk is not on PATH (apt-get install wrk) to load servers"
-)
+@needs_wrk
 def test_bench_query_runs_and_prints_the_ratios() -> None:
-    finished = subprocess.run(
-        [sys.executable, "-m", "bench.query", "--records", "2000", "--duration", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    output = finished.stdout + finished.stderr
-    assert finished.returncode == 0, output
-    assert "seeded 2,000 records offline" in finished.stdout, output
+    out, output = run_bench("query", "--records", "2000", "--duration", "1", timeout=180)
+    assert "seeded 2,000 records offline" in out, output
     for target in (
         "bare GET",
         "indexed eq (10 rows)",
@@ -96,101 +84,57 @@ def test_bench_query_runs_and_prints_the_ratios() -> None:
         "join eq (10 rows)",
         "full scan eq (10 rows)",
     ):
-        assert re.search(rf"^{re.escape(target)}\s+[\d,.]+\s", finished.stdout, re.MULTILINE), (
-            output
-        )
-    assert re.search(
+        assert has_line(rf"^{re.escape(target)}\s+[\d,.]+\s", out), output
+    assert has_line(
         r"^ratio indexed eq \(10 rows\) / bare GET = \d+\.\d+ +\(target >= 0\.40: (met|NOT met)\)$",
-        finished.stdout,
-        re.MULTILINE,
+        out,
     ), output
-    assert re.search(
-        r"^ratio join eq \(10 rows\) / indexed eq \(10 rows\) = \d+\.\d+$",
-        finished.stdout,
-        re.MULTILINE,
-    ), output
-    assert "WARNING" not in finished.stdout, output
+    assert has_line(r"^ratio join eq \(10 rows\) / indexed eq \(10 rows\) = \d+\.\d+$", out), output
+    assert "WARNING" not in out, output
 
 
-@pytest.mark.skipif(
-    shutil.which("wrk") is None, reason="wrk is not on PATH (apt-get install wrk) to load servers"
-)
+@needs_wrk
 def test_bench_resources_runs_and_prints_the_overhead() -> None:
-    finished = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.resources",
-            *("--records", "200", "--duration", "1", "--connections", "4", "--threads", "1"),
-            *("--rounds", "1"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out, output = run_bench(
+        "resources",
+        *("--records", "200", "--duration", "1", "--connections", "4", "--threads", "1"),
+        *("--rounds", "1"),
     )
-    output = finished.stdout + finished.stderr
-    assert finished.returncode == 0, output
     for target in ("GET /Dog/<id>", "GET /DogPlus/<id>"):
-        assert re.search(rf"^{re.escape(target)}\s+[\d,]+\s", finished.stdout, re.MULTILINE), output
-    assert re.search(
+        assert has_line(rf"^{re.escape(target)}\s+[\d,]+\s", out), output
+    assert has_line(
         r"^overhead of the subclass = 1 - DogPlus/Dog = -?\d+\.\d%"
         r" +\(target <= 20%: (met|NOT met)\)$",
-        finished.stdout,
-        re.MULTILINE,
+        out,
     ), output
-    assert "WARNING" not in finished.stdout, output
+    assert "WARNING" not in out, output
 
 
-@pytest.mark.skipif(
-    shutil.which("wrk") is None, reason="wrk is not on PATH (apt-get install wrk) to load servers"
-)
+@needs_wrk
 def test_bench_auth_runs_and_prints_the_overheads() -> None:
-    finished = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.auth",
-            *("--records", "200", "--duration", "1", "--connections", "4", "--threads", "1"),
-            *("--rounds", "1"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out, output = run_bench(
+        "auth",
+        *("--records", "200", "--duration", "1", "--connections", "4", "--threads", "1"),
+        *("--rounds", "1"),
     )
-    output = finished.stdout + finished.stderr
-    assert finished.returncode == 0, output
     for target in ("anonymous", "basic", "bearer"):
-        assert re.search(rf"^{target}\s+[\d,]+\s", finished.stdout, re.MULTILINE), output
+        assert has_line(rf"^{target}\s+[\d,]+\s", out), output
     for name in ("basic", "bearer"):
-        assert re.search(
+        assert has_line(
             rf"^overhead of {name} = 1 - {name}/anonymous = -?\d+\.\d%"
             r" +\(target <= 15%: (met|NOT met)\)$",
-            finished.stdout,
-            re.MULTILINE,
+            out,
         ), output
-    assert "WARNING" not in finished.stdout, output
+    assert "WARNING" not in out, output
 
 
-@pytest.mark.skipif(
-    shutil.which("wrk") is None, reason="wrk is not on PATH (apt-get install wrk) to write"
-)
+@needs_wrk
 def test_bench_realtime_runs_and_prints_the_latencies() -> None:
-    finished = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.realtime",
-            *("--subscribers", "5", "--rate", "50", "--duration", "1", "--fanout", "20"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    _out, output = run_bench(
+        "realtime",
+        *("--subscribers", "5", "--rate", "50", "--duration", "1", "--fanout", "20"),
         timeout=180,
     )
-    output = finished.stdout + finished.stderr
-    assert finished.returncode == 0, output
     for row in ("fsync (4 KiB, baseline)", "PUT → SSE delivery", "PUT → WebSocket delivery"):
         assert re.search(rf"{re.escape(row)}\s+\d+\.\d+\s+\d+\.\d+\s+\d+", output), output
     assert re.search(r"one record each; [1-9][\d,]* PUTs at \d+/s", output), output
@@ -204,31 +148,15 @@ def test_bench_realtime_runs_and_prints_the_latencies() -> None:
     reason="mosquitto is not installed (apt-get install mosquitto): the MQTT baseline",
 )
 def test_bench_mqtt_runs_and_prints_the_ratios() -> None:
-    finished = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.mqtt",
-            *("--messages", "2000", "--subscribers", "5", "--fanout-messages", "200"),
-            *("--qos1-messages", "500", "--processes", "2"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out, output = run_bench(
+        "mqtt",
+        *("--messages", "2000", "--subscribers", "5", "--fanout-messages", "200"),
+        *("--qos1-messages", "500", "--processes", "2"),
     )
-    output = finished.stdout + finished.stderr
-    assert finished.returncode == 0, output
     for scenario in ("QoS 0, 1 -> 1", "QoS 0, 1 -> 5", "QoS 1, 1 -> 1"):
         for broker in ("kiln", "mosquitto"):
-            assert re.search(
-                rf"^{re.escape(scenario)} +{broker} +[\d,]+ +[\d,]+ +-?[\d,]+$",
-                finished.stdout,
-                re.MULTILINE,
-            ), output
-        assert re.search(
-            rf"^ratio {re.escape(scenario)}: kiln / mosquitto = \d+\.\d\d",
-            finished.stdout,
-            re.MULTILINE,
-        ), output
-    assert re.search(r"target >= 0\.30: (met|NOT met)", finished.stdout), output
+            assert has_line(rf"^{re.escape(scenario)} +{broker} +[\d,]+ +[\d,]+ +-?[\d,]+$", out), (
+                output
+            )
+        assert has_line(rf"^ratio {re.escape(scenario)}: kiln / mosquitto = \d+\.\d\d", out), output
+    assert re.search(r"target >= 0\.30: (met|NOT met)", out), output

@@ -931,3 +931,22 @@ def test_a_failed_sync_fails_its_writes_and_every_later_one(tmp_path: Path) -> N
     finally:
         writer.close()
         database.close()
+
+
+def test_a_failing_commit_listener_does_not_stop_the_answers(
+    database: Database, running: Writer
+) -> None:
+    """The change bus is told of each durable commit; if it fails, writes still get answered."""
+    calls: list[int] = []
+
+    def failing() -> None:
+        calls.append(1)
+        raise ValueError("the listener broke")
+
+    running.on_commit = failing
+    first = running.execute_sync([Put("Dog", 1, {"name": "one"})])
+    second = running.execute_sync([Put("Dog", 2, {"name": "two"})])
+    assert second.txn_id > first.txn_id
+    assert len(calls) == 2
+    with database.read() as txn:
+        assert database.tables["Dog"].get(txn, 2) is not None

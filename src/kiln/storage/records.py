@@ -71,7 +71,7 @@ def encode_record(version: Version, record: Record, flags: int = 0) -> bytes:
 def decode_record(data: bytes | memoryview) -> tuple[Version, Record]:
     """The version and the record of stored bytes."""
     version, _flags = HEADER.unpack_from(data)
-    return version, _decoder.decode(memoryview(data)[HEADER.size :])
+    return version, decode_record_only(data)
 
 
 def decode_record_only(data: bytes | memoryview) -> Record:
