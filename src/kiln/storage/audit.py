@@ -66,8 +66,15 @@ class AuditLog:
 
     def insert(self, txn: lmdb.Transaction, entry: AuditEntry) -> None:
         """Add ``entry`` wherever its version sorts: a message, versioned when it was sent,
-        is logged after writes with newer versions may have been."""
-        txn.put(version_key(entry.version), _packed(entry), db=self.store)
+        is logged after writes with newer versions may have been.
+
+        Another worker process's clock may have given an entry the same version; the
+        message then takes the next free one, and nothing logged is replaced.
+        """
+        packed = _packed(entry)
+        version = entry.version
+        while not txn.put(version_key(version), packed, db=self.store, overwrite=False):
+            version += 1
 
     def prune(self, txn: lmdb.Transaction, before: Version, limit: int) -> int:
         """Delete up to ``limit`` of the oldest entries older than ``before``; returns how many.

@@ -260,6 +260,9 @@ class Writer:
         while True:
             try:
                 with env.begin(write=True) as txn:
+                    # Another process may have written since (``http.workers``): versions
+                    # follow the order of the commits, which the log must keep.
+                    self.database.clock.observe(self.database.audit.last_version(txn))
                     for job in group:
                         if not job.excluded:
                             nest = (
