@@ -70,6 +70,7 @@ def assert_defaults(cfg: Config, app_dir: Path) -> None:
         host="127.0.0.1",
         port=9926,
         max_body_size=10 * MiB,
+        workers=1,
         access_log=False,
         compression_threshold=1024,
         cors=(),
@@ -114,6 +115,7 @@ http:
   host: 0.0.0.0
   port: 8080
   maxBodySize: 512KB
+  workers: 4
   accessLog: true
   compressionThreshold: 2KiB
   cors: [https://App.example.com, "http://localhost:3000"]
@@ -147,6 +149,7 @@ logging:
         host="0.0.0.0",
         port=8080,
         max_body_size=512_000,
+        workers=4,
         access_log=True,
         compression_threshold=2048,
         cors=("https://app.example.com", "http://localhost:3000"),
@@ -495,7 +498,8 @@ def test_unknown_key_without_close_match_lists_section(tmp_path: Path) -> None:
     text = error(tmp_path, "http:\n  zzzzzz: 1\n")
     assert text == (
         "config.yaml:2:3: unknown setting `http.zzzzzz`\n"
-        "  hint: `http` holds: host, port, maxBodySize, accessLog, compressionThreshold, cors"
+        "  hint: `http` holds: host, port, maxBodySize, workers, accessLog, "
+        "compressionThreshold, cors"
     )
     text = error(tmp_path, "qqqqqq: 1\n")
     assert text == (
@@ -636,7 +640,7 @@ def test_scalar_section(tmp_path: Path) -> None:
     assert text == (
         "config.yaml:3:7: `http` is a section and must be a map of settings, got 5\n"
         "  hint: write its settings indented below `http:`; "
-        "`http` holds: host, port, maxBodySize, accessLog, compressionThreshold, cors"
+        "`http` holds: host, port, maxBodySize, workers, accessLog, compressionThreshold, cors"
     )
 
 

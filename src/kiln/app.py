@@ -19,7 +19,7 @@ from kiln.resource import Resource, table_class
 from kiln.scaffold import RESOURCES_FILE
 from kiln.schema import Schema, load_schema
 from kiln.storage.clock import HybridClock
-from kiln.storage.database import Database
+from kiln.storage.database import MAX_MAP_SIZE, Database
 from kiln.storage.evolution import Progress, build_index
 from kiln.storage.writer import Writer
 
@@ -40,6 +40,8 @@ class App:
     routes: dict[str, Resource]
     bus: ChangeBus
     security: Security
+    worker: int = 1
+    """Which of the ``http.workers`` processes this is (1: the one ``kiln run`` started)."""
 
     def close(self) -> None:
         """End the subscriptions, commit every pending write, stop the writers, close
@@ -151,12 +153,18 @@ def _routes(
 
 
 def _open(name: str, schema: Schema, config: Config, clock: HybridClock) -> Database:
-    """Open the database ``name`` with the tables the schema puts in it."""
+    """Open the database ``name`` with the tables the schema puts in it.
+
+    With more than one worker process the map is opened at its largest size at once:
+    LMDB cannot grow a map other processes have open. That size is address space,
+    not disk: the file grows only as data does.
+    """
+    shared = config.http.workers > 1
     return Database(
         name,
         config.storage.path / name,
         [table for table in schema.tables.values() if table.database == name],
-        map_size=config.storage.map_size,
+        map_size=MAX_MAP_SIZE if shared else config.storage.map_size,
         clock=clock,
         schema_file=schema.file,
     )

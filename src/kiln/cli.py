@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import shlex
 import sys
 from collections.abc import Callable, Coroutine
@@ -21,7 +19,7 @@ from kiln.dev import develop
 from kiln.errors import ConfigError, KilnError
 from kiln.evolution import removed_table
 from kiln.scaffold import APP_FILES, create_app
-from kiln.serve import banner, open_app, read_config, serve
+from kiln.serve import banner, exit_now, open_app, read_config, serve
 from kiln.storage.evolution import drop_table
 
 cli = typer.Typer(
@@ -81,33 +79,20 @@ def _start(
     return app, overrides
 
 
-def _serve_until_stopped(server: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run ``server()`` on uvloop, then leave; exit 2 on a mistake found while starting
-    (an MQTT port set in the settings that is taken)."""
+def _serve_until_stopped(server: Callable[[], Coroutine[Any, Any, bool | None]]) -> None:
+    """Run ``server()`` on uvloop, then leave: exit 1 if it says a worker failed, 2 on a
+    mistake found while starting (an MQTT port set in the settings that is taken)."""
     try:
-        uvloop.run(server())
+        clean = uvloop.run(server())
     except KilnError as error:
         _report(error)
         raise typer.Exit(2) from None
-    _exit_now()
+    exit_now(1 if clean is False else 0)
 
 
 def _report(error: KilnError) -> None:
     """Print a mistake: ``error: file:LINE:COL: message`` and, below it, the hint."""
     console.print(Text("error: ", style="bold red") + Text(str(error)), soft_wrap=True)
-
-
-def _exit_now() -> None:
-    """Leave at once, once every write is committed and the databases are closed.
-
-    granian's embedded server can still have Rust threads winding down when the
-    loop ends, and one that panics during interpreter teardown aborts the process
-    (SIGABRT). Nothing is left to clean up by then, so skip the teardown.
-    """
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 @cli.command()

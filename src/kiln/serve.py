@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,7 +27,9 @@ from kiln.auth.security import create_admin
 from kiln.config import Config, HttpConfig, load_config
 from kiln.http.rest import RestHandler
 from kiln.mqtt.server import start_mqtt
+from kiln.realtime.peers import Peers
 from kiln.resource import Resource, Table
+from kiln.workers import Crew
 
 log = logging.getLogger("kiln")
 
@@ -44,7 +47,8 @@ loop relays while the writer logs the messages), so 1 ms it is.
 def banner(app: App) -> str:
     """The start-up text: where the app is served and one line per exported table."""
     http, mqtt = app.config.http, app.config.mqtt
-    lines = [f"kiln serving {app.directory} at http://{http.host}:{http.port}/"]
+    workers = f" ({http.workers} worker processes)" if http.workers > 1 else ""
+    lines = [f"kiln serving {app.directory} at http://{http.host}:{http.port}/{workers}"]
     lines.append(
         f"  MQTT at mqtt://{http.host}:{mqtt.port} and ws://{http.host}:{mqtt.web_socket_port}/"
         " (topics: <route>/<id>)"
@@ -122,7 +126,13 @@ def http_server(
         backlog=1024,
     )
 
+    stopped = False
+
     def stop() -> None:
+        nonlocal stopped
+        if stopped:  # a second signal while stopping
+            return
+        stopped = True
         if before_stop is not None:
             before_stop()
         server.stop()
@@ -133,28 +143,83 @@ def http_server(
     return server
 
 
-async def serve(app: App, on_ready: Callable[[], None] | None = None) -> None:
-    """Serve ``app`` (HTTP and MQTT) until SIGINT or SIGTERM, then commit pending writes
-    and close it.
+async def serve(
+    app: App, on_ready: Callable[[], None] | None = None, *, link: socket.socket | None = None
+) -> bool:
+    """Serve ``app`` (HTTP, and MQTT unless it is a further worker) until SIGINT or SIGTERM,
+    then commit pending writes and close it.
+
+    With ``http.workers`` above 1, worker 1 (``link`` None) starts the others and links
+    their change buses (:mod:`kiln.workers`); a further worker gets its ``link`` to
+    worker 1. Returns False when a worker ended unexpectedly and stopped the server.
 
     Raises:
         ConfigError: an MQTT port set in the settings cannot be listened on.
     """
-    server = http_server(RestHandler(app), app.config.http, before_stop=app.bus.close)
-    app.bus.start()
+    loop = asyncio.get_running_loop()
+    crew = Crew(app.directory, app.config) if link is None and app.config.http.workers > 1 else None
+    peers = crew.peers if crew is not None else Peers([link], hub=False) if link else None
+    clean = True
+
+    def before_stop() -> None:
+        app.bus.close()
+        if crew is not None:
+            crew.terminate()
+
+    def lost(number: int) -> None:
+        nonlocal clean
+        if crew is not None and crew.stopping:
+            return
+        if crew is not None:
+            log.error("%s ended unexpectedly; stopping every worker", crew.describe(number))
+            clean = False
+        else:
+            log.warning("worker 1 is gone; this worker stops too")
+        os.kill(os.getpid(), signal.SIGTERM)  # the same stop as a signal's
+
+    server = http_server(RestHandler(app), app.config.http, before_stop=before_stop)
+    app.bus.start(prune=link is None)
+    mqtt = None
     try:
-        mqtt = await start_mqtt(lambda: app)
+        if peers is not None:
+            app.bus.join(peers)
+            await peers.start(app.bus.receive, lost)
+        if link is None:
+            mqtt = await start_mqtt(lambda: app)
     except BaseException:
+        if crew is not None:
+            crew.terminate()
+            await crew.wait()
         app.close()
         raise
     if on_ready is not None:
-        asyncio.get_running_loop().call_soon(on_ready)
+        loop.call_soon(on_ready)
     try:
         await server.serve()
     finally:
         try:
-            await mqtt.close()
+            if mqtt is not None:
+                await mqtt.close()
         except Exception:  # the writes must still be committed and the databases closed
             log.exception("closing the MQTT broker failed")
+        if crew is not None:
+            crew.terminate()
+            await crew.wait()
+        elif peers is not None:
+            peers.close()
         app.close()
         log.info("stopped; every acknowledged write is on disk")
+    return clean
+
+
+def exit_now(code: int = 0) -> None:
+    """Leave at once, once every write is committed and the databases are closed.
+
+    granian's embedded server can still have Rust threads winding down when the
+    loop ends, and one that panics during interpreter teardown aborts the process
+    (SIGABRT). Nothing is left to clean up by then, so skip the teardown.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -79,6 +79,13 @@ SETTINGS: tuple[Setting, ...] = (
         10 * 1024**2,
         'The largest request body accepted, in bytes or with a unit ("10MiB").',
     ),
+    Setting(
+        "http.workers",
+        COUNT,
+        1,
+        "Processes serving HTTP on the one port, each with its own event loop; set it to the "
+        "number of cores to use them all. The first also runs the MQTT broker.",
+    ),
     Setting("http.accessLog", BOOL, False, "Log one line per request."),
     Setting(
         "http.compressionThreshold",
@@ -219,6 +226,8 @@ class HttpConfig:
     """``http.port``: the port to listen on."""
     max_body_size: int
     """``http.maxBodySize``: the largest request body accepted, in bytes."""
+    workers: int
+    """``http.workers``: the processes serving HTTP (:mod:`kiln.workers`)."""
     access_log: bool
     """``http.accessLog``: whether to log one line per request."""
     compression_threshold: int

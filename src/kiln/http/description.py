@@ -57,11 +57,13 @@ def describe_table(resource: Table, readable: frozenset[str] | None = None) -> d
 
 
 def health(app: App) -> dict[str, Any]:
-    """The server's version and its databases with their tables."""
+    """The server's version, its databases with their tables, and which worker answers."""
     return {
         "status": "ok",
         "version": kiln.__version__,
         "databases": {
             name: sorted(database.tables) for name, database in sorted(app.databases.items())
         },
+        "worker": app.worker,
+        "workers": app.config.http.workers,
     }

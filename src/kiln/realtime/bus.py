@@ -10,6 +10,11 @@ delivered through, and its live events start after it, in one step on the loop.
 
 Messages (:meth:`ChangeBus.publish`) are delivered at once and logged through the
 writer without waiting: a message is not data.
+
+With more than one worker process (``http.workers``) the bus of each also follows
+the others (:meth:`ChangeBus.join`): a worker tells the others how far its writes
+are on disk, and their buses then read those entries from the shared log as they
+read their own; a published message is sent to them as it is delivered here.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 from weakref import WeakSet
 
 from kiln.realtime.events import Event, Topic
+from kiln.realtime.peers import Frame, Peers
 from kiln.realtime.subscription import PAUSE, Subscription
 from kiln.storage.audit import AuditEntry
 from kiln.storage.clock import HybridClock
@@ -58,6 +64,10 @@ class _Feed:
     writer: Writer
     delivered: Version
     scheduled: bool = False
+    peers_durable: Version = 0
+    """How far the other workers' writes to this database are on disk."""
+    told: Version = 0
+    """How far this worker last told the others its own writes are on disk."""
     messages: list[LogMessage] = field(default_factory=list)
     """Messages published in this turn of the event loop, logged as one writer job."""
 
@@ -97,13 +107,35 @@ class ChangeBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._pruner: asyncio.Task[None] | None = None
+        self._peers: Peers | None = None
 
-    def start(self) -> None:
-        """Follow every writer's commits and prune the logs; call it on the running loop."""
+    def start(self, *, prune: bool = True) -> None:
+        """Follow every writer's commits and, if ``prune``, prune the logs (one worker
+        does); call it on the running loop."""
         self._loop = asyncio.get_running_loop()
         for name, feed in self._feeds.items():
             feed.writer.on_commit = self._committed_callback(name, feed)
-        self._pruner = self._loop.create_task(self._prune_forever())
+        if prune:
+            self._pruner = self._loop.create_task(self._prune_forever())
+
+    def join(self, peers: Peers) -> None:
+        """Follow the other workers' writes and messages through ``peers``, and tell them
+        this one's (hand :meth:`receive` the frames ``peers`` reads)."""
+        self._peers = peers
+
+    def receive(self, frame: Frame) -> None:
+        """Take in a frame from another worker (on the event loop)."""
+        if frame[0] == "durable":
+            _kind, database, version = frame
+            feed = self._feeds.get(database)
+            if feed is not None and version > feed.peers_durable:
+                feed.peers_durable = version
+                self._clock.observe(version)
+                self._schedule(feed)
+        elif frame[0] == "message":
+            _kind, channel, key, version, message, _database = frame
+            self._clock.observe(version)
+            self._dispatch(channel, Event("message", key, version, message))
 
     def close(self) -> None:
         """Stop following the writers and end every subscription (on the loop, if started)."""
@@ -180,6 +212,8 @@ class ChangeBus:
         arrived = published_wire.get()
         wire = arrived[1] if arrived is not None and arrived[0] is message else None
         self._dispatch(channel, Event("message", key, version, message, wire=wire))
+        if self._peers is not None:
+            self._peers.send(["message", channel, key, version, message, database])
         feed = self._feeds.get(database) if database is not None else None
         if feed is not None:
             feed.messages.append(LogMessage(AuditEntry(version, channel, key, "message", message)))
@@ -216,12 +250,26 @@ class ChangeBus:
 
         return committed
 
+    def _schedule(self, feed: _Feed) -> None:
+        """Drain ``feed`` in the next turn of the loop (on the event loop)."""
+        if not feed.scheduled and self._loop is not None:
+            feed.scheduled = True
+            self._loop.call_soon(self._drain, feed)
+
     def _drain(self, feed: _Feed) -> None:
-        """Deliver the entries committed since the last drain (on the event loop)."""
+        """Deliver the entries committed since the last drain (on the event loop).
+
+        Entries up to the newest version on disk are delivered, whichever worker wrote
+        them: a sync puts every earlier commit of the environment on disk too.
+        """
         feed.scheduled = False
         if self._closed:  # scheduled by a last commit while closing: the stores may be gone
             return
-        durable = feed.writer.durable_through
+        own = feed.writer.durable_through
+        if self._peers is not None and own > feed.told:
+            feed.told = own
+            self._peers.send(["durable", feed.database.name, own])
+        durable = max(own, feed.peers_durable)
         if not self._has_subscribers():  # nobody to tell: skip reading the entries
             feed.delivered = max(feed.delivered, durable)
             return
