@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -92,6 +93,25 @@ class ServerProcess:
             except (OSError, urllib.error.URLError):
                 time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not answer within {timeout:.0f}s:\n{self.log()}")
+
+    def wait_for_workers(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until each of kiln's ``count`` worker processes has answered ``/_health``.
+
+        Every request goes on a new connection, which the kernel hands to any of them.
+
+        Raises:
+            RuntimeError: not every worker answered in time (the server's log is included).
+        """
+        seen: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(seen) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{self.name}: only workers {sorted(seen)} of {count} answered within "
+                    f"{timeout:.0f}s:\n{self.log()}"
+                )
+            with _NO_PROXY.open(self.url + "/_health", timeout=5) as response:
+                seen.add(json.load(response).get("worker", 1))
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout`` s; the exit code (None if never started)."""

@@ -4,6 +4,7 @@ the bare app.
 Usage::
 
     python -m bench.query [--records 1000000] [--duration 10] [--connections 32] [--threads 2]
+                          [--workers CORES]
 
 Steps:
 
@@ -13,8 +14,10 @@ Steps:
    ``Pack`` (one per pack value) has ``name: String @indexed`` (``Pack X``); seed
    N dogs and N / 10 packs offline with kiln's library, 2,000 Puts per writer job
    (the time is printed).
-2. Start ``kiln run`` (with ``query.allowScans: true``, for the scan target) and
-   the bare baseline (:mod:`bench.bare_app`: one LMDB read by id).
+2. Start ``kiln run`` (with ``query.allowScans: true``, for the scan target) with
+   ``--workers`` processes (by default the machine's cores) and the bare baseline
+   (:mod:`bench.bare_app`: one LMDB read by id), with one process and, when
+   ``--workers`` is above 1, with as many; the ratios are taken to the faster.
 3. Load each with ``wrk``, a random value per request: ``GET /Dog/?pack=X``
    (10 records by index), ``GET /Dog/?limit(100)&sort(+rank)&rank=ge=X`` (a range
    walked in index order), ``GET /Dog/?packRef.name=Pack X`` (the same 10 records
@@ -38,9 +41,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.procs import ServerProcess, free_port
-from bench.rest import _AUTHORIZATION, _bare_process, _kiln_process, machine_info
-from bench.wrk import WrkResult, progress, run_benchmark, run_wrk
+from bench.procs import ServerProcess
+from bench.rest import _AUTHORIZATION, baseline, machine_info, start_servers
+from bench.wrk import WrkResult, add_workers_argument, progress, run_benchmark, run_wrk
 
 SCHEMA = """
 type Dog @table @export {
@@ -147,15 +150,12 @@ def run(args: argparse.Namespace) -> str:
         info = machine_info(data_dir)
         progress(f"seeding {args.records:,} records offline")
         seconds = seed(app_dir, data_dir, args.records)
-        kiln = stack.enter_context(_kiln_process(app_dir, data_dir, free_port(), root / "kiln.log"))
-        kiln.start()
-        bare = stack.enter_context(_bare_process(data_dir, free_port(), root / "bare.log"))
-        bare.start()
+        kiln, bare = start_servers(stack, app_dir, data_dir, root, args.workers)
         _check(kiln)
         results: dict[str, WrkResult] = {}
-        results["bare GET"] = _load(
-            "bare GET", bare.url, "/Dog/", args.records, args, args.duration
-        )
+        for name, server in bare.items():
+            results[name] = _load(name, server.url, "/Dog/", args.records, args, args.duration)
+            server.stop()
         for name, prefix, per_value in TARGETS:
             # A full scan takes about a second per million records, and the server answers
             # on one thread: many connections would only queue, and at a million records
@@ -193,13 +193,13 @@ def report(
         )
     lines.append("")
     eq = results["indexed eq (10 rows)"].rate
-    bare = results["bare GET"].rate
+    bare_name, bare = baseline(results)
     scan = results["full scan eq (10 rows)"].rate
     ratios = (
-        ("indexed eq (10 rows) / bare GET", eq / bare if bare else 0.0, 0.40),
+        (f"indexed eq (10 rows) / {bare_name}", eq / bare if bare else 0.0, 0.40),
         ("indexed eq (10 rows) / full scan eq (10 rows)", eq / scan if scan else 0.0, 10.0),
         (
-            "range limit(100) / bare GET",
+            f"range limit(100) / {bare_name}",
             results["range limit(100)"].rate / bare if bare else 0.0,
             None,
         ),
@@ -233,9 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--tmp", type=Path, default=None, help="where to make the temporary folder")
+    add_workers_argument(parser)
     args = parser.parse_args(argv)
     if args.records < 100:
         parser.error("--records must be at least 100")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     return run_benchmark(lambda: run(args), (httpx.HTTPError,))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import re
 import shutil
 import signal
@@ -225,6 +226,17 @@ def load_arguments(prog: str, description: str, rounds: str) -> argparse.Argumen
     return parser
 
 
+def add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    """``--workers``: kiln's ``http.workers``, by default the machine's cores."""
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="kiln's http.workers (default: the machine's cores); the bare app is measured "
+        "with 1 process and with this many, and the faster is the baseline",
+    )
+
+
 def parse_load_arguments(
     parser: argparse.ArgumentParser, argv: list[str] | None
 ) -> argparse.Namespace:
@@ -234,6 +246,8 @@ def parse_load_arguments(
         parser.error(
             "--records, --duration, --connections, --threads and --rounds must be at least 1"
         )
+    if getattr(args, "workers", 1) < 1:
+        parser.error("--workers must be at least 1")
     if args.warmup is None:
         args.warmup = min(2, args.duration)
     args.warmup = max(1, args.warmup)
