@@ -1,5 +1,10 @@
 """``http.workers``: several processes serving HTTP on one port, sharing one LMDB database.
 
+With two workers the main process (worker 1) starts two children: worker 2
+(``python -m kiln.workers serve ...``), which serves HTTP on the same port, and the write
+process (``python -m kiln.workers write ...``), which applies every worker's writes (but a
+``DELETE`` by query, which the worker's own writer applies) and relays the change bus.
+
 Every test runs real ``kiln run`` subprocesses with ``KILN_HTTP_WORKERS=2`` and talks to them
 over sockets. The kernel spreads new connections across the workers (SO_REUSEPORT), and
 ``/_health`` says which worker answered, so :func:`on_worker` makes a client whose one kept-alive
@@ -42,6 +47,7 @@ type Dog @table @export {
   id: ID @primaryKey
   name: String
   age: Int
+  breed: String @indexed
 }
 
 type Tick @table @export {
@@ -49,7 +55,36 @@ type Tick @table @export {
   n: Int
   worker: Int
 }
+
+type Load @table @export {
+  id: ID @primaryKey
+  n: Int
+}
+
+type Member @table @export {
+  id: ID @primaryKey
+  email: String @unique
+  name: String!
+  age: Int
+}
+
+type Person @table @export {
+  id: ID @primaryKey
+  first: String!
+  last: String
+  fullName: String @computed(version: 1) @indexed
+}
 """
+
+RESOURCES = """
+from kiln import tables
+
+
+@tables.Person.computed("fullName")
+def full_name(record):
+    return f"{record['first']} {record.get('last') or ''}".strip()
+"""
+"""``Person.fullName``'s function: the write process must import it to index what it writes."""
 
 CONFIG = """
 realtime:
@@ -97,19 +132,54 @@ def alive(pid: int) -> bool:
     return stat is not None and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def children(pid: int) -> set[int]:
+    """The processes ``pid`` started itself (its direct children), read from /proc."""
+    found: set[int] = set()
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found.update(map(int, listing.read_text().split()))
+    return found
+
+
 def descendants(pid: int) -> set[int]:
     """Every process below ``pid`` (children, their children, ...), read from /proc."""
     found: set[int] = set()
     pending = [pid]
     while pending:
-        parent = pending.pop()
-        for children in Path(f"/proc/{parent}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                for child in map(int, children.read_text().split()):
-                    if child not in found:
-                        found.add(child)
-                        pending.append(child)
+        for child in children(pending.pop()):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
     return found
+
+
+def role(pid: int) -> list[str] | None:
+    """What follows ``-m kiln.workers`` in ``pid``'s command line (``["write", ...]`` or
+    ``["serve", ..., NUMBER, FD]``); None for any other process."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return None
+    if "kiln.workers" not in argv:
+        return None
+    return argv[argv.index("kiln.workers") + 1 :]
+
+
+def crew(main: int) -> dict[str, list[int]]:
+    """The children of the main process ``main``, by role: ``write``, ``serve`` or ``other``."""
+    found: dict[str, list[int]] = {}
+    for pid in sorted(children(main)):
+        argv = role(pid)
+        kind = argv[0] if argv and argv[0] in ("write", "serve") else "other"
+        found.setdefault(kind, []).append(pid)
+    return found
+
+
+def the_child(main: int, kind: str) -> int:
+    """The pid of the one child of ``main`` started as ``python -m kiln.workers KIND``."""
+    found = crew(main)
+    assert len(found.get(kind, [])) == 1, f"children of the main process by role: {found}"
+    return found[kind][0]
 
 
 def _listening_inodes(port: int) -> set[str]:
@@ -136,6 +206,35 @@ def listening(pids: set[int], port: int) -> set[int]:
                         holders.add(pid)
                         break
     return holders
+
+
+def _listening_sockets() -> set[str]:
+    """Every listening socket of the network namespace, TCP or Unix, as ``socket:[INODE]``."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":
+                    inodes.add(fields[9])
+    with contextlib.suppress(FileNotFoundError):
+        for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[3], 16) & 0x10000:  # __SO_ACCEPTCON: listening
+                inodes.add(fields[6])
+    return {f"socket:[{inode}]" for inode in inodes}
+
+
+def sockets_of(pid: int) -> set[str]:
+    """The sockets ``pid`` holds open, as ``socket:[INODE]``."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:"):
+                    found.add(target)
+    return found
 
 
 def refuses(port: int) -> bool:
@@ -314,7 +413,7 @@ def shut_down(server: KilnServer, children: set[int]) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilnServer]:
     """One two-worker server for the tests that leave it running."""
     root = tmp_path_factory.mktemp("workers")
-    app_dir = write_app(root / "app", SCHEMA, CONFIG + OVERRIDDEN)
+    app_dir = write_app(root / "app", SCHEMA, CONFIG + OVERRIDDEN, RESOURCES)
     kiln = KilnServer(app_dir, root / "data", free_port(), env=dict(WORKERS_ENV))
     children: set[int] = set()
     try:
@@ -342,7 +441,7 @@ def w2(server: KilnServer) -> Iterator[httpx.Client]:
 
 @pytest.fixture()
 def app_dirs(tmp_path: Path) -> tuple[Path, Path]:
-    return write_app(tmp_path / "app", SCHEMA, CONFIG), tmp_path / "data"
+    return write_app(tmp_path / "app", SCHEMA, CONFIG, RESOURCES), tmp_path / "data"
 
 
 @pytest.fixture()
@@ -395,6 +494,27 @@ def test_only_the_main_process_runs_the_broker(server: KilnServer) -> None:
     assert len(http_listeners) == WORKERS, f"processes listening on HTTP: {http_listeners}"
     assert listening(family, server.mqtt_port) == {main}
     assert listening(family, server.mqtt_ws_port) == {main}
+
+
+def test_the_main_process_starts_worker_2_and_the_write_process(server: KilnServer) -> None:
+    """Main has two children, ``kiln.workers serve`` (worker 2) and ``kiln.workers write``;
+    only main and worker 2 listen on the HTTP port, and the write process on nothing."""
+    main = main_pid(server)
+    found = crew(main)
+    assert sorted(found) == ["serve", "write"], f"children of the main process: {found}"
+    assert [len(pids) for pids in found.values()] == [1, 1], found
+    [writer], [worker_2] = found["write"], found["serve"]
+    serve_argv = role(worker_2)
+    assert serve_argv is not None and serve_argv[1] == str(server.app_dir), serve_argv
+    assert serve_argv[3] == "2", f"worker 2 was started as {serve_argv}"
+    write_argv = role(writer)
+    assert write_argv is not None and write_argv[1] == str(server.app_dir), write_argv
+    assert listening({main, writer, worker_2}, server.port) == {main, worker_2}
+    listeners = _listening_sockets()
+    assert sockets_of(main) & listeners, "the check sees no listening socket of the main process"
+    assert sockets_of(writer), "the write process holds no socket: where are its links?"
+    assert sockets_of(writer) & listeners == set(), "the write process listens on a socket"
+    assert descendants(writer) == set() and descendants(worker_2) == set()
 
 
 def test_command_line_options_reach_every_worker(server: KilnServer, w2: httpx.Client) -> None:
@@ -512,6 +632,260 @@ def test_concurrent_writes_get_unique_versions_and_every_stream_sees_each_once(
     finally:
         for client in writers + readers:
             client.close()
+
+
+# --------------------------------------------------------------------------- the write process
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The problem document of an error ``response``, which must have ``status``."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/problem+json"), response
+    body = response.json()
+    assert body["status"] == status, body
+    return body
+
+
+def test_concurrent_writes_of_one_unique_value_through_both_workers(server: KilnServer) -> None:
+    """Eight clients, four per worker, race to give their own record one ``@unique`` email,
+    round after round: each round exactly one wins; the others get a 409 naming the attribute
+    and the winner, and their records do not exist."""
+    rounds, per_worker = 20, 4
+    clients = [on_worker(server, worker) for worker in (1, 2) for _ in range(per_worker)]
+    barrier = threading.Barrier(len(clients))
+    prefix = new_id("m")
+    statuses: dict[tuple[int, int], httpx.Response] = {}
+
+    def race(number: int) -> None:
+        for n in range(rounds):
+            barrier.wait(timeout=WAIT)
+            body = {"email": f"{prefix}-{n}@example.com", "name": f"client {number}"}
+            statuses[number, n] = clients[number].put(f"/Member/{prefix}-{n}-{number}", json=body)
+
+    try:
+        with ThreadPoolExecutor(len(clients)) as pool:
+            list(pool.map(race, range(len(clients))))
+        for n in range(rounds):
+            email = f"{prefix}-{n}@example.com"
+            answers = {number: statuses[number, n] for number in range(len(clients))}
+            winners = [number for number, answer in answers.items() if answer.status_code == 204]
+            assert len(winners) == 1, {k: (a.status_code, a.text) for k, a in answers.items()}
+            winner = f"{prefix}-{n}-{winners[0]}"
+            for number, answer in answers.items():
+                if number != winners[0]:
+                    detail = problem(answer, 409)["detail"]
+                    assert "Member.email is @unique" in detail, detail
+                    assert f"Member {winner!r} already has email '{email}'" in detail, detail
+            for worker in (0, per_worker):  # a client of worker 1, then one of worker 2
+                reader = clients[worker]
+                found = reader.get(f"/Member/?email={email}&select(id)")
+                assert found.json() == [winner], (worker, found.text)
+                for number in answers:
+                    if number != winners[0]:
+                        assert reader.get(f"/Member/{prefix}-{n}-{number}").status_code == 404
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_errors_of_the_write_process_reach_either_worker_intact(
+    w1: httpx.Client, w2: httpx.Client
+) -> None:
+    """A stale ``If-Match`` is a 412 and a PATCH of a missing record a 404 on both workers; an
+    invalid record a 400 there; and none of them changes what is stored."""
+    member = new_id("m")
+    email = f"{member}@example.com"
+    put(w1, f"/Member/{member}", {"email": email, "name": "v1", "age": 1})
+    stale = w2.get(f"/Member/{member}").headers["etag"]
+    put(w2, f"/Member/{member}", {"email": email, "name": "v2", "age": 2})
+    current = w1.get(f"/Member/{member}")
+    stored = {"id": member, "email": email, "name": "v2", "age": 2}
+    assert current.json() == stored
+    assert current.headers["etag"] != stale
+    for worker, client in ((1, w1), (2, w2)):
+        if_match = {"if-match": stale}
+        body = {"email": email, "name": f"stale {worker}"}
+        problem(client.put(f"/Member/{member}", json=body, headers=if_match), 412)
+        problem(client.patch(f"/Member/{member}", json={"age": 9}, headers=if_match), 412)
+        problem(client.delete(f"/Member/{member}", headers=if_match), 412)
+
+        missing = new_id("missing")
+        problem(client.patch(f"/Member/{missing}", json={"age": 3}), 404)
+        assert client.get(f"/Member/{missing}").status_code == 404  # the PATCH created nothing
+
+        invalid = problem(client.put(f"/Member/{member}", json={"email": email, "age": "x"}), 400)
+        assert {error["path"] for error in invalid["errors"]} == {"$.name", "$.age"}, invalid
+        problem(client.patch(f"/Member/{member}", json={"age": "old"}), 400)
+        for reader in (w1, w2):
+            again = reader.get(f"/Member/{member}")
+            assert again.json() == stored, f"worker {worker}'s refused writes changed the record"
+            assert again.headers["etag"] == current.headers["etag"]
+    # the checks above do not refuse everything: the current ETag is accepted on both
+    for age, (writer, reader) in enumerate(((w2, w1), (w1, w2)), start=3):
+        etag = {"if-match": reader.get(f"/Member/{member}").headers["etag"]}
+        response = writer.patch(f"/Member/{member}", json={"age": age}, headers=etag)
+        assert response.status_code == 204, response.text
+        assert reader.get(f"/Member/{member}").json() == {**stored, "age": age}
+
+
+def test_delete_by_query_on_worker_2_while_the_write_process_writes(server: KilnServer) -> None:
+    """``DELETE /Dog/?breed=X`` on worker 2 (its own writer) while worker 1 keeps writing
+    (through the write process): exactly the matches are gone on worker 1, and a stream there
+    hears one delete per match, every event in increasing version order."""
+    breed, other, busy = new_id("breed"), new_id("breed"), new_id("breed")
+    matching = [new_id() for _ in range(12)]
+    others = [new_id() for _ in range(5)]
+    with (
+        on_worker(server, 1) as w1,
+        on_worker(server, 2) as w2,
+        on_worker(server, 1) as background,
+        on_worker(server, 1) as r1,
+        sse(r1, "/Dog/?omitCurrent") as stream,
+    ):
+        stream.history()
+        for n, dog in enumerate(matching + others):
+            client = (w1, w2)[n % 2]
+            put(client, f"/Dog/{dog}", {"name": dog, "breed": breed if dog in matching else other})
+        stop = threading.Event()
+        written: list[str] = []
+
+        def keep_writing() -> None:
+            while not stop.is_set() or len(written) < 20:
+                dog = new_id()
+                put(background, f"/Dog/{dog}", {"name": dog, "breed": busy})
+                written.append(dog)
+
+        with ThreadPoolExecutor(1) as pool:
+            writing = pool.submit(keep_writing)
+            assert eventually(lambda: len(written) >= 5), "the background writer is stuck"
+            deleted = w2.delete(f"/Dog/?breed={breed}")
+            stop.set()
+            writing.result(timeout=WAIT)
+        assert (deleted.status_code, deleted.json()) == (200, {"deleted": len(matching)})
+
+        for dog in matching:
+            assert w1.get(f"/Dog/{dog}").status_code == 404, dog
+        for dog in others + written:
+            assert w1.get(f"/Dog/{dog}").status_code == 200, dog
+        assert w1.get(f"/Dog/?breed={breed}").json() == []
+        assert len(w1.get(f"/Dog/?breed={other}").json()) == len(others)
+        assert len(w1.get(f"/Dog/?breed={busy}").json()) == len(written)
+
+        end = new_id("end")
+        put(w2, f"/Dog/{end}", {"name": "end"})
+        events = []
+        while not events or events[-1].data["id"] != end:
+            events.append(stream.next())
+    deletes = [event.data["id"] for event in events if event.type == "delete"]
+    assert sorted(deletes) == sorted(matching), f"deletes heard on worker 1: {deletes}"
+    puts = [event.data["id"] for event in events if event.type == "put"]
+    assert sorted(puts) == sorted([*matching, *others, *written, end]), "puts heard twice or lost"
+    versions = [int(event.id) for event in events]
+    assert all(b > a for a, b in itertools.pairwise(versions)), (
+        "the stream's versions are not in increasing order across the two writers"
+    )
+
+
+def test_a_computed_index_holds_writes_through_either_worker(server: KilnServer) -> None:
+    """``Person.fullName`` (``@computed @indexed``, its function in resources.py) indexes the
+    records written through either worker, so a query on it finds them from both."""
+    last = new_id("L")
+    with on_worker(server, 1) as w1, on_worker(server, 2) as w2:
+        put(w1, f"/Person/{last}-a", {"first": "Ann", "last": last})
+        put(w2, f"/Person/{last}-b", {"first": "Bob", "last": last})
+        assert (
+            w1.post("/Person/", json={"id": f"{last}-c", "first": "Cy", "last": last}).status_code
+            == 201
+        )
+        for reader in (w1, w2):
+            for first, key in (("Ann", "a"), ("Bob", "b"), ("Cy", "c")):
+                query = f"/Person/?fullName={first} {last}"
+                plan = reader.get(f"{query}&explain()").json()
+                assert plan["driver"]["attribute"] == "fullName", plan
+                found = reader.get(f"{query}&select(id,fullName)")
+                assert found.json() == [{"id": f"{last}-{key}", "fullName": f"{first} {last}"}]
+        # a PATCH through the other worker moves the record in the index
+        assert w2.patch(f"/Person/{last}-a", json={"first": "Di"}).status_code == 204
+        assert w1.patch(f"/Person/{last}-b", json={"last": f"{last}x"}).status_code == 204
+        for reader in (w1, w2):
+            assert reader.get(f"/Person/?fullName=Ann {last}").json() == []
+            assert reader.get(f"/Person/?fullName=Di {last}&select(id)").json() == [f"{last}-a"]
+            assert reader.get(f"/Person/?fullName=Bob {last}").json() == []
+            assert reader.get(f"/Person/?fullName=Bob {last}x&select(id)").json() == [f"{last}-b"]
+            assert reader.get(f"/Person/?fullName=sw=Cy {last}&select(id)").json() == [f"{last}-c"]
+
+
+def replayed_messages(server: KilnServer, worker: int, dog: str) -> list[Any]:
+    """The messages in the last 10 logged events of ``/Dog/{dog}``, replayed on ``worker``."""
+    with on_worker(server, worker) as client, sse(client, f"/Dog/{dog}?previousCount=10") as stream:
+        replay = stream.history()
+    return [event.data["value"] for event in replay if event.type == "message"]
+
+
+@pytest.mark.parametrize(("sender", "replayer"), [(2, 1), (1, 2)])
+def test_a_websocket_message_is_logged_once_and_replayed_on_the_other_worker(
+    server: KilnServer, sender: int, replayer: int
+) -> None:
+    """A message sent into a WebSocket on one worker is logged (through the write process)
+    exactly once: a ``previousCount`` replay on the other worker finds it."""
+    dog = new_id()
+    message = {"hello": f"from worker {sender}", "dog": dog}
+    with ws_on_worker(server, sender, f"/Dog/{dog}?omitCurrent") as websocket:
+        websocket.send(json.dumps(message))
+        assert eventually(lambda: replayed_messages(server, replayer, dog) != []), (
+            f"the message sent on worker {sender} never showed in a replay on worker {replayer}"
+        )
+    assert replayed_messages(server, replayer, dog) == [message]
+    assert replayed_messages(server, sender, dog) == [message]
+
+
+def test_many_concurrent_writes_through_both_workers_each_logged_once(server: KilnServer) -> None:
+    """8 clients (4 per worker), 100 PUTs each, over 10 records each: all acknowledged, both workers
+    read each record's last value, and a ``startTime=0`` replay has every write once, in
+    increasing version order, each client's writes in the order it made them."""
+    threads, per_thread, keys = 8, 100, 10
+    run = new_id("load")
+    clients = [on_worker(server, 1 + thread % 2) for thread in range(threads)]
+
+    def write(thread: int) -> None:
+        for n in range(per_thread):
+            key = f"{run}-{thread}-{n % keys}"
+            put(clients[thread], f"/Load/{key}", {"n": thread * 1000 + n})
+
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(write, range(threads)))
+        last = {
+            f"{run}-{t}-{k}": t * 1000 + per_thread - keys + k
+            for t in range(threads)
+            for k in range(keys)
+        }
+        etags: dict[int, dict[str, str]] = {}
+        for worker, reader in ((1, clients[0]), (2, clients[1])):
+            records = {r["id"]: r for r in reader.get(f"/Load/?id=sw={run}-").json()}
+            assert records == {key: {"id": key, "n": n} for key, n in last.items()}, worker
+            etags[worker] = {key: reader.get(f"/Load/{key}").headers["etag"] for key in last}
+        assert etags[1] == etags[2]
+
+        with sse(clients[0], "/Load/?startTime=0") as stream:
+            replay = stream.history()
+    finally:
+        for client in clients:
+            client.close()
+    mine = [event for event in replay if event.data["id"].startswith(f"{run}-")]
+    assert {event.type for event in mine} == {"put"}
+    versions = [int(event.id) for event in mine]
+    assert all(b > a for a, b in itertools.pairwise(versions)), "replay not in version order"
+    assert [event.id for event in mine] == [str(event.data["version"]) for event in mine]
+    written = sorted(event.data["value"]["n"] for event in mine)
+    expected = sorted(t * 1000 + n for t in range(threads) for n in range(per_thread))
+    assert written == expected, f"{len(written)} writes replayed of {len(expected)}"
+    for thread in range(threads):
+        ns = [n for n in (e.data["value"]["n"] for e in mine) if n // 1000 == thread]
+        assert ns == sorted(ns), f"client {thread}'s writes replayed out of order"
+    final = {event.data["id"]: event for event in mine}  # the last event of each record
+    assert {key: event.data["value"]["n"] for key, event in final.items()} == last
+    assert {key: f'"{event.id}"' for key, event in final.items()} == etags[1]
 
 
 # --------------------------------------------------------------------------- real-time
@@ -708,12 +1082,17 @@ def test_a_user_added_while_running_is_known_to_both_workers(server: KilnServer)
 
 
 def test_sigterm_ends_every_worker(app_dirs: tuple[Path, Path], started: list[KilnServer]) -> None:
-    """SIGTERM to the main process: it exits 0, the workers are gone and the port is free."""
+    """SIGTERM to the main process: it exits 0 without an error, worker 2 and the write process
+    are gone and the port is free."""
     kiln = start_server(*app_dirs, started)
     main = main_pid(kiln)
     children = descendants(main)
-    assert children, "the main process started no worker"
-    assert len(listening({main} | children, kiln.port)) == WORKERS
+    writer, worker_2 = the_child(main, "write"), the_child(main, "serve")
+    assert children == {writer, worker_2}
+    assert listening({main} | children, kiln.port) == {main, worker_2}
+    with on_worker(kiln, 1) as w1, on_worker(kiln, 2) as w2:
+        put(w1, f"/Dog/{new_id()}", {"name": "through the write process"})
+        put(w2, f"/Dog/{new_id()}", {"name": "through the write process"})
     with on_worker(kiln, 2) as w2, sse(w2, f"/Dog/{new_id()}?omitCurrent") as stream:
         stream.history()
         started_at = time.monotonic()
@@ -721,11 +1100,14 @@ def test_sigterm_ends_every_worker(app_dirs: tuple[Path, Path], started: list[Ki
         assert time.monotonic() - started_at < WAIT
         with pytest.raises((EOFError, httpx.RemoteProtocolError, httpx.ReadError)):
             stream.next()  # the stream ends (not a timeout: worker 2 stopped too)
+    assert eventually(lambda: not alive(writer), 2), f"the write process {writer} still runs"
     assert eventually(lambda: not any(alive(pid) for pid in children), 2), (
         f"still running after the main process exited: {[p for p in children if alive(p)]}"
     )
     assert refuses(kiln.port), "something still listens on the HTTP port"
     assert refuses(kiln.mqtt_port)
+    errors = [line for line in kiln.log().splitlines() if "ERROR" in line]
+    assert errors == [], "a clean stop logged errors:\n" + "\n".join(errors)
 
 
 def _acknowledged_writes(kiln: KilnServer, acked: dict[str, dict[str, Any]]) -> None:
@@ -797,9 +1179,9 @@ def test_a_worker_that_dies_stops_the_server(
     kiln = start_server(*app_dirs, started)
     main = main_pid(kiln)
     children = descendants(main)
+    worker_2 = the_child(main, "serve")
     serving = listening(children, kiln.port)
-    assert len(serving) == 1, f"child processes listening on the HTTP port: {serving}"
-    [worker_2] = serving
+    assert serving == {worker_2}, f"child processes listening on the HTTP port: {serving}"
     os.kill(worker_2, signal.SIGKILL)
     assert kiln.process is not None
     try:
@@ -814,6 +1196,79 @@ def test_a_worker_that_dies_stops_the_server(
     ), f"no error naming worker 2 (pid {worker_2}):\n{log}"
     assert eventually(lambda: not any(alive(pid) for pid in children), 2)
     assert refuses(kiln.port), "something still listens on the HTTP port"
+
+
+def test_kill_9_of_the_write_process_stops_the_server_and_keeps_acknowledged_writes(
+    app_dirs: tuple[Path, Path], started: list[KilnServer]
+) -> None:
+    """``kill -9`` of the write process while both workers write: the main process logs an
+    error naming it and exits non-zero within seconds, worker 2 ends too, the port is free, and
+    every write acknowledged before or during the kill is there after a restart."""
+    kiln = start_server(*app_dirs, started)
+    main = main_pid(kiln)
+    children = descendants(main)
+    writer, worker_2 = the_child(main, "write"), the_child(main, "serve")
+    acked: dict[str, dict[str, Any]] = {}
+    _acknowledged_writes(kiln, acked)
+
+    lock = threading.Lock()
+    stop = threading.Event()
+    clients = [on_worker(kiln, 1 + thread % 2) for thread in range(4)]
+    counts = [0] * len(clients)
+    refused: list[int] = []
+
+    def keep_writing(thread: int) -> None:
+        with clients[thread] as client:
+            for n in itertools.count():
+                if stop.is_set():
+                    return
+                dog = f"during-{thread}-{n}"
+                try:
+                    response = client.put(f"/Dog/{dog}", json={"name": dog})
+                except (httpx.TransportError, PinLost):
+                    return
+                with lock:
+                    if response.status_code == 204:
+                        acked[dog] = {"id": dog, "name": dog}
+                        counts[thread] += 1
+                    else:
+                        refused.append(response.status_code)
+
+    threads = [threading.Thread(target=keep_writing, args=(i,)) for i in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    try:
+        assert eventually(lambda: min(counts) >= 10), f"the writers made no progress: {counts}"
+        os.kill(writer, signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert kiln.process is not None
+        try:
+            code = kiln.process.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the main process still runs {WAIT}s after the write process died")
+        took = time.monotonic() - killed_at
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    log = kiln.log()
+    assert code != 0, log
+    assert took < 5, f"the main process took {took:.1f}s to stop"
+    errors = [line for line in log.splitlines() if "ERROR" in line]
+    assert any(
+        re.search(r"(?i)\bwrite process\b", line) or str(writer) in line for line in errors
+    ), f"no error naming the write process (pid {writer}):\n{log}"
+    assert eventually(lambda: not alive(worker_2), 2), f"worker 2 ({worker_2}) still runs"
+    assert eventually(lambda: not any(alive(pid) for pid in children), 2)
+    assert refuses(kiln.port), "something still listens on the HTTP port"
+    assert set(refused) <= {500}, f"writes refused with {sorted(set(refused))}"
+
+    restarted = start_server(*app_dirs, started)
+    for worker in (1, 2):
+        with on_worker(restarted, worker) as client:
+            found = {record["id"]: record for record in client.get("/Dog/").json()}
+            missing = [dog for dog, record in acked.items() if found.get(dog) != record]
+            assert missing == [], f"worker {worker}: {len(missing)} acknowledged writes lost"
 
 
 @pytest.mark.parametrize("value", ["0", "abc"])
@@ -843,4 +1298,6 @@ def test_one_worker_by_default(app_dirs: tuple[Path, Path], started: list[KilnSe
     for _ in range(20):
         body = health(kiln)
         assert (body["worker"], body["workers"]) == (1, 1)
-    assert listening(descendants(main_pid(kiln)), kiln.port) == set()
+    with httpx.Client(base_url=kiln.url, auth=ADMIN_AUTH, timeout=10) as client:
+        put(client, f"/Dog/{new_id()}", {"name": "written in the one process"})
+    assert children(main_pid(kiln)) == set(), "one worker needs no other process, not even a writer"

@@ -27,9 +27,18 @@ import pytest
 
 from kiln.errors import Conflict, InternalServerError, NotFound, PreconditionFailed
 from kiln.schema import parse_schema
+from kiln.storage.audit import AuditEntry
 from kiln.storage.clock import HybridClock
 from kiln.storage.database import Database
-from kiln.storage.operations import Delete, Insert, Operation, Patch, Put
+from kiln.storage.operations import (
+    Delete,
+    DeleteMatching,
+    Insert,
+    LogMessage,
+    Operation,
+    Patch,
+    Put,
+)
 from kiln.storage.records import decode_record, encode_record, pack_value, unpack_value
 from kiln.storage.writer import Receipt, Writer
 from kiln.types import VERSION_COUNTER_BITS as COUNTER_BITS
@@ -950,3 +959,84 @@ def test_a_failing_commit_listener_does_not_stop_the_answers(
     assert len(calls) == 2
     with database.read() as txn:
         assert database.tables["Dog"].get(txn, 2) is not None
+
+
+# --------------------------------------------------------------------------- other processes
+
+
+def test_delegated_jobs_are_answered_by_the_process_they_went_to(
+    database: Database, running: Writer
+) -> None:
+    """A writer that delegates hands every job of data to ``forward`` and answers with what
+    comes back; a job of code (DELETE by query) is still applied by its own thread."""
+    other = Writer(database)  # plays the write process: same code, another writer
+    other.start()
+    sent: list[tuple[str, list[Any], str | None]] = []
+
+    def forward(name: str, operations: Any, user: str | None, answer: Any) -> None:
+        sent.append((name, list(operations), user))
+
+        def apply() -> None:
+            try:
+                answer(other.execute_sync(operations, user), None)
+            except Exception as error:
+                answer(None, error)
+
+        threading.Thread(target=apply).start()  # answers come from another thread
+
+    try:
+        running.delegate(forward)
+        put = Put("Dog", 1, {"name": "one", "age": 1})
+        receipt = running.execute_sync([put], "ann")
+        assert sent == [("data", [put], "ann")]
+        assert receipt.results[0].record == {"id": 1, "name": "one", "age": 1}
+        assert stored(database, 1) == {"id": 1, "name": "one", "age": 1}
+
+        async def patch_missing() -> None:
+            await running.execute([Patch("Dog", 2, {"age": 3})])
+
+        with pytest.raises(NotFound):
+            asyncio.run(patch_missing())
+        assert len(sent) == 2
+
+        running.execute_sync([DeleteMatching("Dog", lambda txn: [1])])
+        assert len(sent) == 2  # applied here: its selection is code
+        assert stored(database, 1) is None
+
+        running.delegate(None)
+        running.execute_sync([Put("Dog", 3, {"name": "three"})])
+        assert len(sent) == 2
+        assert stored(database, 3) == {"id": 3, "name": "three"}
+    finally:
+        other.close()
+
+
+def test_a_write_after_another_process_wrote_gets_a_later_version(
+    database: Database, running: Writer
+) -> None:
+    """Another process's writer may have logged a version this process's clock has not
+    seen: the next write still gets a later version, so the log stays in commit order."""
+    running.execute_sync([Put("Dog", 1, {"name": "one"})])
+    theirs = database.clock.last + (1000 << COUNTER_BITS)  # a second ahead of our clock
+    with database.env.begin(write=True) as txn:
+        database.audit.append(txn, AuditEntry(theirs, "Dog", 9, "put", {"id": 9, "name": "x"}))
+    receipt = running.execute_sync([Put("Dog", 2, {"name": "two"})])
+    assert receipt.results[0].version > theirs
+    versions = [entry.version for entry in audit_entries(database)]
+    assert versions == sorted(versions) and len(versions) == 3
+
+
+def test_a_message_logged_under_a_taken_version_replaces_nothing(
+    database: Database, running: Writer
+) -> None:
+    """Another process's clock may have given a message the version of a logged write: the
+    message takes the next free version and the write's entry stays."""
+    [result] = running.execute_sync([Put("Dog", 1, {"name": "one"})]).results
+    message = AuditEntry(result.version, "Dog", 1, "message", {"say": "hi"})
+    running.execute_sync([LogMessage(message)])
+    entries = audit_entries(database)
+    assert [(entry.version, entry.kind) for entry in entries] == [
+        (result.version, "put"),
+        (result.version + 1, "message"),
+    ]
+    assert entries[0].record == {"id": 1, "name": "one"}

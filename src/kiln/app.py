@@ -55,7 +55,9 @@ class App:
         unload_resources(self.directory)
 
 
-def load_app(directory: Path, config: Config, *, progress: Progress | None = None) -> App:
+def load_app(
+    directory: Path, config: Config, *, progress: Progress | None = None, shared: bool = False
+) -> App:
     """Parse the schema, open and evolve its databases, start their writers, build routes.
 
     The table classes, bound to their storage, fill :data:`kiln.tables`; then
@@ -76,6 +78,10 @@ def load_app(directory: Path, config: Config, *, progress: Progress | None = Non
         config: its settings.
         progress: told ``(table, attribute, done, total)`` while an index is built;
             by default a :class:`~kiln.evolution.ProgressDisplay`.
+        shared: other processes will open the databases too (``kiln run``'s write
+            process and workers): the maps are opened at their largest size at once,
+            as LMDB cannot grow a map that other processes have open. That size is
+            address space, not disk: the file grows only as data does.
 
     Raises:
         SchemaError: ``schema.graphql`` is missing or wrong, or a table's primary key
@@ -92,7 +98,7 @@ def load_app(directory: Path, config: Config, *, progress: Progress | None = Non
     deferred: list[tuple[Database, str, str]] = []
     try:
         for name in schema.databases():
-            databases[name] = _open(name, schema, config, clock)
+            databases[name] = _open(name, schema, config, clock, shared=shared)
         for database in databases.values():
             pending = evolve(database, schema, progress)
             deferred.extend((database, table, attribute) for table, attribute in pending)
@@ -152,14 +158,11 @@ def _routes(
     return routes
 
 
-def _open(name: str, schema: Schema, config: Config, clock: HybridClock) -> Database:
-    """Open the database ``name`` with the tables the schema puts in it.
-
-    With more than one worker process the map is opened at its largest size at once:
-    LMDB cannot grow a map other processes have open. That size is address space,
-    not disk: the file grows only as data does.
-    """
-    shared = config.http.workers > 1
+def _open(
+    name: str, schema: Schema, config: Config, clock: HybridClock, *, shared: bool = False
+) -> Database:
+    """Open the database ``name`` with the tables the schema puts in it (see
+    :func:`load_app` for ``shared``)."""
     return Database(
         name,
         config.storage.path / name,

@@ -22,7 +22,6 @@ from kiln.query import Query, parse_query
 from kiln.query.binder import bind
 from kiln.query.executor import CHUNK, Results, Source
 from kiln.query.planner import plan_query
-from kiln.query.relationships import related_tables
 from kiln.schema import Schema, TableDef
 from kiln.storage.keys import encode_key
 from kiln.storage.operations import Delete, Insert, Operation, Patch, Put, WriteResult
@@ -241,7 +240,7 @@ class Records:
             text = "&".join(f"{quote(name, safe='')}={_url_value(v)}" for name, v in query.items())
             parsed = parse_query(text) if text else Query()
         table = self._table
-        relationships = related_tables(table.schema, table.definition)
+        relationships = table.related
         bound = bind(parsed, table.definition, table.schema, relationships=relationships)
         return search(table, bound)
 

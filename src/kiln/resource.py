@@ -318,6 +318,8 @@ class Table(Resource):
     computed_functions: ClassVar[dict[str, Callable[[Record], Any]]]
     """The functions registered with :meth:`computed`, by attribute; one dict per table,
     shared with its subclasses and with its store (:func:`table_class`)."""
+    related: ClassVar[dict[str, TableDef]]
+    """Relationship name → the table it leads to: what the binder takes for dot paths."""
 
     @classmethod
     def computed(
@@ -400,7 +402,7 @@ class Table(Resource):
         collection. The ETag is the record's unless the answer holds related records.
         A selected value that is null answers 204: a 200 needs a body to encode.
         """
-        relationships = related_tables(self.schema, self.definition)
+        relationships = self.related
         query = self._readable(target, Query(select=target.query.select))  # conditions ignored
         bound = bind(query, self.definition, self.schema, relationships=relationships)
         selection = cast(Selection, bound.select)  # binding keeps the selection it was given
@@ -581,14 +583,14 @@ class Table(Resource):
     def _bound(self, target: RequestTarget) -> Query:
         """The collection query of ``target`` bound to this table, dot paths through its
         relationships."""
-        relationships = related_tables(self.schema, self.definition)
+        relationships = self.related
         query = self._readable(target, target.query)
         return bind(query, self.definition, self.schema, relationships=relationships)
 
     def _readable(self, target: RequestTarget, query: Query) -> Query:
         """``query`` checked against what the user may read, ``select()`` narrowed to it
         (before binding, so that no error names a hidden attribute)."""
-        relationships = related_tables(self.schema, self.definition)
+        relationships = self.related
         return readable_query(target.context.user, self.definition, relationships, query)
 
     def _record_key(self, target: RequestTarget, method: str) -> Key:
@@ -763,5 +765,6 @@ def table_class(
             "writer": writer,
             "limits": limits or Limits(),
             "computed_functions": store.computed,
+            "related": related_tables(schema, definition),
         },
     )

@@ -27,9 +27,8 @@ from kiln.auth.security import create_admin
 from kiln.config import Config, HttpConfig, load_config
 from kiln.http.rest import RestHandler
 from kiln.mqtt.server import start_mqtt
-from kiln.realtime.peers import Peers
 from kiln.resource import Resource, Table
-from kiln.workers import Crew
+from kiln.workers import Crew, WriteLink
 
 log = logging.getLogger("kiln")
 
@@ -98,7 +97,7 @@ def open_app(app_dir: Path, overrides: Mapping[str, object]) -> App:
         level=config.logging.level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    app = load_app(app_dir, config)
+    app = load_app(app_dir, config, shared=config.http.workers > 1)
     try:
         create_admin(app.security.users, os.environ)
     except BaseException:
@@ -146,51 +145,54 @@ def http_server(
 async def serve(
     app: App, on_ready: Callable[[], None] | None = None, *, link: socket.socket | None = None
 ) -> bool:
-    """Serve ``app`` (HTTP, and MQTT unless it is a further worker) until SIGINT or SIGTERM,
-    then commit pending writes and close it.
+    """Serve ``app`` until SIGINT or SIGTERM, then commit pending writes and close it.
 
-    With ``http.workers`` above 1, worker 1 (``link`` None) starts the others and links
-    their change buses (:mod:`kiln.workers`); a further worker gets its ``link`` to
-    worker 1. Returns False when a worker ended unexpectedly and stopped the server.
+    With one worker (``http.workers``), this process does it all. With more, worker 1
+    (``link`` None) starts the write process and workers 2..N (:mod:`kiln.workers`);
+    a further worker gets its ``link`` to the write process; every worker's writers
+    hand their jobs to it. Worker 1 runs the MQTT broker and prunes the audit log.
+    Returns False when a process of the server ended unexpectedly and stopped it.
 
     Raises:
         ConfigError: an MQTT port set in the settings cannot be listened on.
     """
     loop = asyncio.get_running_loop()
-    crew = Crew(app.directory, app.config) if link is None and app.config.http.workers > 1 else None
-    peers = crew.peers if crew is not None else Peers([link], hub=False) if link else None
     clean = True
+
+    def lost(description: str) -> None:
+        nonlocal clean
+        log.error("%s; stopping kiln", description)
+        clean = False
+        os.kill(os.getpid(), signal.SIGTERM)  # the same stop as a signal's
+
+    first = link is None
+    crew = Crew(app.directory, app.config, lost) if first and app.config.http.workers > 1 else None
+    if crew is not None:
+        link = crew.link
+    write_link = None
+    if link is not None:
+        write_link = WriteLink(
+            link, app.bus.receive, lambda: lost("the write process ended unexpectedly")
+        )
 
     def before_stop() -> None:
         app.bus.close()
         if crew is not None:
             crew.terminate()
 
-    def lost(number: int) -> None:
-        nonlocal clean
-        if crew is not None and crew.stopping:
-            return
-        if crew is not None:
-            log.error("%s ended unexpectedly; stopping every worker", crew.describe(number))
-            clean = False
-        else:
-            log.warning("worker 1 is gone; this worker stops too")
-        os.kill(os.getpid(), signal.SIGTERM)  # the same stop as a signal's
-
     server = http_server(RestHandler(app), app.config.http, before_stop=before_stop)
-    app.bus.start(prune=link is None)
+    app.bus.start(prune=first)
     mqtt = None
     try:
-        if peers is not None:
-            app.bus.join(peers)
-            await peers.start(app.bus.receive, lost)
-        if link is None:
+        if write_link is not None:
+            await write_link.start()
+            for writer in app.writers.values():
+                writer.delegate(write_link.forward)
+            app.bus.join(write_link.peers)
+        if first:
             mqtt = await start_mqtt(lambda: app)
     except BaseException:
-        if crew is not None:
-            crew.terminate()
-            await crew.wait()
-        app.close()
+        await _stop_processes(app, crew, write_link)
         raise
     if on_ready is not None:
         loop.call_soon(on_ready)
@@ -202,14 +204,23 @@ async def serve(
                 await mqtt.close()
         except Exception:  # the writes must still be committed and the databases closed
             log.exception("closing the MQTT broker failed")
-        if crew is not None:
-            crew.terminate()
-            await crew.wait()
-        elif peers is not None:
-            peers.close()
-        app.close()
+        await _stop_processes(app, crew, write_link)
         log.info("stopped; every acknowledged write is on disk")
     return clean
+
+
+async def _stop_processes(app: App, crew: Crew | None, write_link: WriteLink | None) -> None:
+    """Stop the other processes (worker 1) or leave the write process (another worker),
+    then close ``app``."""
+    app.bus.close()
+    if write_link is not None:
+        if crew is not None:
+            await crew.wait(write_link.close)
+        else:
+            write_link.close()
+        for writer in app.writers.values():
+            writer.delegate(None)
+    app.close()
 
 
 def exit_now(code: int = 0) -> None:

@@ -1,52 +1,73 @@
-"""More than one process serving HTTP on one port (``http.workers``).
+"""More than one process serving an app (``http.workers`` above 1): the workers that
+answer HTTP and the write process.
 
-One event loop answers HTTP in each process, so a server uses more cores by
-running more processes. ``kiln run`` loads the app in its own process (evolving
-the schema and adding the first user there, once), which becomes worker 1, and
-then starts workers 2..N with ``python -m kiln.workers``. Each loads the same app
-over the same databases and serves HTTP on the same port: granian listens with
-``SO_REUSEPORT``, so the kernel spreads the connections among them. LMDB lets
-every process read and write the one environment; versions stay in commit order
-because each writer starts from the log's newest (:mod:`kiln.storage.writer`).
-Worker 1 alone runs the MQTT broker and prunes the audit log. The change buses
-of the workers are linked (:mod:`kiln.realtime.peers`), so a subscriber on any
-worker hears of every write and message.
+One event loop answers HTTP in a process, so a server uses more cores by running
+more processes. ``kiln run`` loads the app in its own process (evolving the schema
+and adding the first user there, once), which becomes worker 1, and starts the
+others with ``python -m kiln.workers``:
 
-Stopping: SIGINT or SIGTERM to worker 1 stops them all, each committing its
-writes. A worker that ends unexpectedly stops worker 1, and with it the rest
-(``kiln run`` then exits 1), so a supervisor restarts a whole server rather than
-run one short of its workers. A worker that loses worker 1 (killed) stops itself.
+- **workers 2..N** load the app too and serve HTTP on the same port: granian
+  listens with ``SO_REUSEPORT``, so the kernel spreads the connections. Worker 1
+  alone runs the MQTT broker and prunes the audit log.
+- **the write process** loads the same app and applies the writes of every
+  worker: a worker's writer hands it each job
+  (:meth:`~kiln.storage.writer.Writer.delegate`) and it answers once the commit is
+  on disk. One writer for all keeps the commits grouped (a writer per worker would
+  take LMDB's lock in turns, each group half as large), and it shares its
+  process's GIL with no event loop answering HTTP.
+
+Every worker is linked to the write process (:mod:`kiln.realtime.peers`), which
+passes the change buses' frames between them, so a subscriber on any worker hears
+of every write and message. A job made of code (``DELETE`` by query) is applied
+by the worker's own writer thread; LMDB takes the two writers in turn, and
+versions stay in commit order (:mod:`kiln.storage.writer`).
+
+Stopping: SIGINT or SIGTERM to worker 1 stops the other workers, then the write
+process once every worker is gone, each committing its writes first. A process
+that ends unexpectedly stops the whole server (``kiln run`` then exits 1), so a
+supervisor restarts a server rather than run one short of a part.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import os
+import pickle
 import signal
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from kiln.config import Config
 from kiln.config.settings import env_name
-from kiln.realtime.peers import Peers
+from kiln.errors import InternalServerError
+from kiln.realtime.peers import Frame, Peers
+from kiln.storage.operations import Write
+from kiln.storage.writer import Answer, Receipt
 
 log = logging.getLogger("kiln.workers")
 
 STOP_TIMEOUT = 30.0
-"""Seconds worker 1 waits for another worker to stop before it kills it."""
+"""Seconds worker 1 waits for another process to stop before it kills it."""
+
+BUS_FRAMES = frozenset({"durable", "message"})
+"""The frames the write process passes on from each worker to the others."""
 
 
 def schema_digest(app_dir: Path) -> str:
-    """A digest of the app's schema: every worker must serve the one worker 1 evolved to."""
+    """A digest of the app's schema: every process must serve the one worker 1 evolved to."""
     return hashlib.sha256((app_dir / "schema.graphql").read_bytes()).hexdigest()
 
 
 def _settings_env(config: Config) -> dict[str, str]:
-    """The ``KILN_*`` variables that give a worker the settings worker 1 was started with
+    """The ``KILN_*`` variables that give a process the settings worker 1 was started with
     (those the command line may set; the rest come from the same file and variables)."""
     values = {
         "http.host": config.http.host,
@@ -58,70 +79,242 @@ def _settings_env(config: Config) -> dict[str, str]:
 
 
 class Crew:
-    """Workers 2..N, started and watched by worker 1.
+    """The write process and workers 2..N, started and watched by worker 1.
 
     Args:
         app_dir: the application folder.
         config: worker 1's settings; ``http.workers`` says how many processes serve.
+        on_lost: called on the event loop with a description when a process ends
+            before :meth:`terminate` asked it to.
     """
 
-    def __init__(self, app_dir: Path, config: Config):
+    def __init__(self, app_dir: Path, config: Config, on_lost: Callable[[str], None]):
         self.stopping = False
-        self.processes: list[subprocess.Popen[bytes]] = []
-        sockets: list[socket.socket] = []
+        self._on_lost = on_lost
+        self._loop = asyncio.get_running_loop()
         env = {**os.environ, **_settings_env(config)}
         digest = schema_digest(app_dir)
+        pairs = [socket.socketpair() for _ in range(config.http.workers)]
+        self.link = pairs[0][0]
+        """Worker 1's end of its link to the write process."""
+        self.workers: list[subprocess.Popen[bytes]] = []
         try:
-            for number in range(2, config.http.workers + 1):
-                ours, theirs = socket.socketpair()
-                sockets.append(ours)
-                command = [sys.executable, "-m", "kiln.workers", str(app_dir), str(number)]
-                command += [str(theirs.fileno()), digest]
-                with theirs:
-                    self.processes.append(
-                        subprocess.Popen(command, pass_fds=(theirs.fileno(),), env=env)
-                    )
+            ends = [theirs for _ours, theirs in pairs]
+            command = [sys.executable, "-m", "kiln.workers", "write", str(app_dir), digest]
+            self.writer = subprocess.Popen(
+                command + [str(end.fileno()) for end in ends],
+                pass_fds=[end.fileno() for end in ends],
+                env=env,
+            )
+            for number, (ours, _theirs) in enumerate(pairs[1:], start=2):
+                command = [sys.executable, "-m", "kiln.workers", "serve", str(app_dir), digest]
+                command += [str(number), str(ours.fileno())]
+                self.workers.append(subprocess.Popen(command, pass_fds=[ours.fileno()], env=env))
         except BaseException:
-            for sock in sockets:
-                sock.close()
             self.terminate()
+            self.link.close()
             raise
-        self.peers = Peers(sockets, hub=True)
+        finally:
+            for ours, theirs in pairs:
+                theirs.close()
+                if ours is not self.link:
+                    ours.close()
+        for number, process in enumerate([self.writer, *self.workers], start=1):
+            name = "the write process" if number == 1 else f"worker {number}"
+            threading.Thread(
+                target=self._watch, args=(process, name), name=f"kiln-watch-{number}", daemon=True
+            ).start()
 
-    def describe(self, link: int) -> str:
-        """Worker ``link + 2`` with its process id and, if it ended, its exit code."""
-        process = self.processes[link]
-        code = process.poll()
-        ended = "" if code is None else f", exit code {code}"
-        return f"worker {link + 2} (pid {process.pid}{ended})"
+    def _watch(self, process: subprocess.Popen[bytes], name: str) -> None:
+        code = process.wait()
+        if not self.stopping:
+            description = f"{name} (pid {process.pid}) ended with exit code {code}"
+            self._loop.call_soon_threadsafe(self._lost, description)
+
+    def _lost(self, description: str) -> None:
+        if not self.stopping:
+            self._on_lost(description)
 
     def terminate(self) -> None:
-        """Ask every worker to stop (SIGTERM): each commits its writes and leaves."""
+        """Ask workers 2..N to stop (SIGTERM): each finishes its requests and leaves."""
         self.stopping = True
-        for process in self.processes:
+        for process in self.workers:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
 
-    async def wait(self) -> None:
-        """Wait for every worker to end; one still running after :data:`STOP_TIMEOUT` is
-        killed."""
+    async def wait(self, close_link: Callable[[], None]) -> None:
+        """Wait for workers 2..N to end, then ``close_link`` (worker 1's link to the write
+        process) and wait for the write process, which stops once no worker is left.
+
+        A process still running after :data:`STOP_TIMEOUT` is killed.
+        """
+        self.terminate()
+        for process in self.workers:
+            await self._ended(process)
+        close_link()
+        await self._ended(self.writer)
+
+    async def _ended(self, process: subprocess.Popen[bytes]) -> None:
         loop = asyncio.get_running_loop()
-        for process in self.processes:
-            try:
-                await asyncio.wait_for(
-                    loop.run_in_executor(None, process.wait), timeout=STOP_TIMEOUT
-                )
-            except TimeoutError:
-                log.error("worker pid %d did not stop in %ss; killed", process.pid, STOP_TIMEOUT)
-                process.kill()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(None, process.wait), STOP_TIMEOUT)
+        except TimeoutError:
+            log.error("pid %d did not stop in %ss; killed", process.pid, STOP_TIMEOUT)
+            process.kill()
+
+
+class WriteLink:
+    """A worker's link to the write process: its writers' jobs out, their answers and the
+    change bus's frames in.
+
+    Args:
+        link: the worker's end of the link.
+        on_frame: takes every frame that is not an answer (the change bus's).
+        on_lost: called once if the write process goes away first.
+    """
+
+    def __init__(
+        self,
+        link: socket.socket,
+        on_frame: Callable[[Frame], None],
+        on_lost: Callable[[], None],
+    ):
+        self.peers = Peers([link])
+        self._on_frame = on_frame
+        self._on_lost = on_lost
+        self._pending: dict[int, Answer] = {}
+        self._numbers = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self.closing = False
+
+    async def start(self) -> None:
+        """Read the link on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        await self.peers.start(self._received, self._lost)
+
+    def forward(
+        self, database: str, operations: Sequence[Write], user: str | None, answer: Answer
+    ) -> None:
+        """Send a job to the write process (from any thread); ``answer`` gets its result."""
+        if threading.get_ident() == self._loop_thread:
+            self._send(database, operations, user, answer)
+        else:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._send, database, operations, user, answer)
+
+    def _send(
+        self, database: str, operations: Sequence[Write], user: str | None, answer: Answer
+    ) -> None:
+        if not self.peers.links:
+            answer(None, _write_process_gone())
+            return
+        number = next(self._numbers)
+        self._pending[number] = answer
+        self.peers.send(["job", number, database, pickle.dumps((operations, user))])
+
+    def _received(self, _link: int, frame: Frame) -> None:
+        if frame[0] == "done":
+            answer = self._pending.pop(frame[1], None)
+            if answer is not None:
+                answer(*pickle.loads(frame[2]))
+        else:
+            self._on_frame(frame)
+
+    def _lost(self, _link: int) -> None:
+        pending, self._pending = self._pending, {}
+        for answer in pending.values():
+            answer(None, _write_process_gone())
+        if not self.closing:
+            self._on_lost()
+
+    def close(self) -> None:
+        """Close the link (the write process sees this worker leave)."""
+        self.closing = True
         self.peers.close()
 
 
-def main(argv: list[str]) -> int:
-    """A worker's process: ``python -m kiln.workers APP_DIR NUMBER FD DIGEST``.
+def _write_process_gone() -> InternalServerError:
+    return InternalServerError(
+        "kiln's write process stopped, so the write may or may not have been made",
+        hint="read the record again; see the server's log",
+    )
 
-    Started only by worker 1 (:class:`Crew`); its settings come from the environment
-    worker 1 gave it, and ``FD`` is its end of the link to worker 1.
+
+async def serve_writes(app: Any, links: list[socket.socket]) -> bool:
+    """The write process: apply the workers' jobs with ``app``'s writers until every
+    worker has left; False if worker 1 left first (it was killed).
+
+    Each job is answered on its own link once its commit is on disk; every commit's
+    ``durable`` frame goes to every worker, before the answers it covers.
+    """
+    loop = asyncio.get_running_loop()
+    peers = Peers(links, relay=BUS_FRAMES)
+    done = asyncio.Event()
+    clean = True
+    tasks: set[asyncio.Task[None]] = set()
+
+    for name, writer in app.writers.items():
+        writer.on_commit = _durable_sender(loop, peers, name, writer)
+
+    async def run(link: int, number: int, database: str, payload: bytes) -> None:
+        operations, user = pickle.loads(payload)
+        receipt: Receipt | None = None
+        error: BaseException | None = None
+        try:
+            receipt = await app.writers[database].execute(operations, user)
+        except Exception as failure:
+            error = failure
+        try:
+            answer = pickle.dumps((receipt, error))
+        except Exception:  # an error of the app's own code that cannot travel
+            answer = pickle.dumps((None, InternalServerError(f"the write failed: {error!r}")))
+        peers.send(["done", number, answer], link)
+
+    def received(link: int, frame: Frame) -> None:
+        if frame[0] == "job":
+            task = loop.create_task(run(link, frame[1], frame[2], frame[3]))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    def lost(link: int) -> None:
+        nonlocal clean
+        if link == 0 and peers.links:  # worker 1 leaves last, unless it was killed
+            log.error("worker 1 is gone; the write process stops the other workers")
+            clean = False
+            peers.close()
+        if not peers.links:
+            done.set()
+
+    loop.add_signal_handler(signal.SIGINT, lambda: None)  # worker 1 says when (a terminal's
+    # Ctrl-C reaches every process of the group)
+    await peers.start(received, lost)
+    await done.wait()
+    if tasks:
+        await asyncio.wait(tasks)
+    return clean
+
+
+def _durable_sender(
+    loop: asyncio.AbstractEventLoop, peers: Peers, name: str, writer: Any
+) -> Callable[[], None]:
+    """A writer's commit listener that tells every worker how far ``name`` is on disk."""
+
+    def committed() -> None:  # on the writer's sync thread
+        version = writer.durable_through
+        loop.call_soon_threadsafe(peers.send, ["durable", name, version])
+
+    return committed
+
+
+def main(argv: list[str]) -> int:
+    """A process started by worker 1 (:class:`Crew`)::
+
+        python -m kiln.workers write APP_DIR DIGEST FD...
+        python -m kiln.workers serve APP_DIR DIGEST NUMBER FD
+
+    Its settings come from the environment worker 1 gave it; each ``FD`` is a link.
     """
     import uvloop
 
@@ -129,23 +322,31 @@ def main(argv: list[str]) -> int:
     from kiln.errors import KilnError
     from kiln.serve import exit_now, read_config, serve
 
-    app_dir, number, fd, digest = Path(argv[0]), int(argv[1]), int(argv[2]), argv[3]
-    link = socket.socket(fileno=fd)
+    role, app_dir, digest = argv[0], Path(argv[1]), argv[2]
+    number = int(argv[3]) if role == "serve" else 0
+    name = f"worker {number}" if role == "serve" else "writes"
     config = read_config(app_dir, {})
     logging.basicConfig(
         level=config.logging.level.upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s[worker {number}]: %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s[{name}]: %(message)s",
     )
     if schema_digest(app_dir) != digest:
-        log.error("schema.graphql changed while the workers started; restart kiln")
+        log.error("schema.graphql changed while kiln started; start it again")
         return 2
     try:
-        app = load_app(app_dir, config)  # the steady state: worker 1 evolved the schema
+        app = load_app(app_dir, config, shared=True)  # worker 1 evolved the schema already
     except KilnError as error:
         log.error("%s", error)
         return 2
-    app.worker = number
-    clean = uvloop.run(serve(app, link=link))
+    if role == "write":
+        links = [socket.socket(fileno=int(fd)) for fd in argv[3:]]
+        try:
+            clean = uvloop.run(serve_writes(app, links))
+        finally:
+            app.close()
+    else:
+        app.worker = number
+        clean = uvloop.run(serve(app, link=socket.socket(fileno=int(argv[4]))))
     exit_now(0 if clean else 1)  # as kiln run leaves (see exit_now)
     return 0
 

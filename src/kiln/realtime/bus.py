@@ -124,7 +124,7 @@ class ChangeBus:
         self._peers = peers
 
     def receive(self, frame: Frame) -> None:
-        """Take in a frame from another worker (on the event loop)."""
+        """Take in a frame from another process (on the event loop)."""
         if frame[0] == "durable":
             _kind, database, version = frame
             feed = self._feeds.get(database)

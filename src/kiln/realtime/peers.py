@@ -1,14 +1,15 @@
-"""Links between the worker processes of one server, for the change bus (``http.workers``).
+"""Links between the processes of one server (:mod:`kiln.workers`).
 
-The main process (worker 1) holds a stream socket to each other worker; a
-worker's frames go to worker 1, which handles them and relays them to every
-other worker. A frame is a MessagePack array behind its 4-byte length, so it has
-no size limit and arrives whole and in order.
+The write process holds a stream socket to each worker that serves HTTP; a
+worker's frames go to the write process, which relays those its peers need to
+every other worker. A frame is a MessagePack array behind its 4-byte length, so
+it has no size limit and arrives whole and in order.
 
-Two kinds of frames travel (:class:`kiln.realtime.bus.ChangeBus` sends and reads
-them): ``["durable", database, version]``, sent after a worker's writes up to
-``version`` are on disk, and ``["message", channel, key, version, message,
-database]``, a message published on a worker, for the subscribers of the others.
+The change bus (:class:`kiln.realtime.bus.ChangeBus`) sends and reads two kinds:
+``["durable", database, version]``, sent once the writes up to ``version`` are on
+disk, and ``["message", channel, key, version, message, database]``, a message
+published on a worker, for the subscribers of the others. The writes themselves
+travel as ``job`` and ``done`` frames (:mod:`kiln.workers`).
 """
 
 from __future__ import annotations
@@ -37,25 +38,25 @@ class Peers:
     """This process's links to the other workers.
 
     Args:
-        sockets: connected stream sockets, one to each peer this process talks to
-            directly (worker 1: one per other worker; any other: one, to worker 1).
-        hub: whether this process relays each frame it reads to its other links
-            (worker 1 does).
+        sockets: connected stream sockets, one to each process this one talks to
+            (the write process: one per worker; a worker: one, to the write process).
+        relay: the kinds of frame this process passes on from each link to all its
+            other links (the write process relays those of the change bus).
     """
 
-    def __init__(self, sockets: list[socket.socket], *, hub: bool):
+    def __init__(self, sockets: list[socket.socket], *, relay: frozenset[str] = frozenset()):
         self._sockets = sockets
-        self._hub = hub
+        self._relay = relay
         self._writers: list[asyncio.StreamWriter] = []
         self._readers: list[asyncio.Task[None]] = []
 
     async def start(
-        self, on_frame: Callable[[Frame], None], on_lost: Callable[[int], None]
+        self, on_frame: Callable[[int, Frame], None], on_lost: Callable[[int], None]
     ) -> None:
-        """Read every link on the running loop: each frame goes to ``on_frame``.
+        """Read every link on the running loop: each frame goes to ``on_frame`` with the
+        number of its link (in the order of ``sockets``).
 
-        ``on_lost(i)`` is called when link ``i`` (in the order of ``sockets``) ends: the
-        process at its other end stopped.
+        ``on_lost(i)`` is called when link ``i`` ends: the process at its other end stopped.
         """
         for number, sock in enumerate(self._sockets):
             sock.setblocking(False)
@@ -67,39 +68,48 @@ class Peers:
                 )
             )
 
-    def send(self, frame: Frame) -> bool:
-        """Send ``frame`` to every other worker; False if it cannot be encoded (not sent)."""
+    def send(self, frame: Frame, link: int | None = None) -> bool:
+        """Send ``frame`` on ``link``, or on every link; False if it cannot be encoded (then
+        nothing is sent). Call it on the event loop."""
         try:
             payload = _encoder.encode(frame)
         except (TypeError, ValueError, OverflowError) as error:
-            log.warning("a %s frame could not go to the other workers: %s", frame[0], error)
+            log.warning("a %s frame could not go to the other processes: %s", frame[0], error)
             return False
         data = len(payload).to_bytes(_HEADER, "big") + payload
-        for writer in self._writers:
+        writers = self._writers if link is None else self._writers[link : link + 1]
+        for writer in writers:
             if not writer.is_closing():
                 writer.write(data)
         return True
+
+    @property
+    def links(self) -> int:
+        """How many links are still open."""
+        return sum(not writer.is_closing() for writer in self._writers)
 
     async def _read(
         self,
         number: int,
         reader: asyncio.StreamReader,
-        on_frame: Callable[[Frame], None],
+        on_frame: Callable[[int, Frame], None],
         on_lost: Callable[[int], None],
     ) -> None:
         try:
             while True:
                 header = await reader.readexactly(_HEADER)
                 payload = await reader.readexactly(int.from_bytes(header, "big"))
-                if self._hub:
-                    for other, writer in enumerate(self._writers):
-                        if other != number and not writer.is_closing():
-                            writer.write(header + payload)
                 try:
-                    on_frame(_decoder.decode(payload))
+                    frame = _decoder.decode(payload)
+                    if frame[0] in self._relay:
+                        for other, writer in enumerate(self._writers):
+                            if other != number and not writer.is_closing():
+                                writer.write(header + payload)
+                    on_frame(number, frame)
                 except Exception:  # one bad frame must not end the link
-                    log.exception("a frame from another worker could not be handled")
+                    log.exception("a frame from another process could not be handled")
         except (asyncio.IncompleteReadError, ConnectionError):
+            self._writers[number].close()
             on_lost(number)
 
     def close(self) -> None:

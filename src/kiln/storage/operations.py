@@ -105,7 +105,9 @@ def perform(
         KilnError: as :func:`apply`, before anything of that operation is written.
     """
     if isinstance(write, LogMessage):
-        database.audit.insert(txn, write.entry)
+        # Another process's clock versioned the message: what this commit makes durable
+        # (the clock's last version, see kiln.storage.writer) must reach it.
+        database.clock.observe(database.audit.insert(txn, write.entry))
         return []
     if isinstance(write, PruneLog):
         database.audit.prune(txn, write.before, write.limit)

@@ -16,6 +16,11 @@ applied while the last one is being made durable:
    which puts their meta pages on disk, and only then answers their jobs.
 
 An acknowledgement therefore always follows a sync that started after its commit.
+
+When more than one process serves the app, a writer hands its jobs to the write
+process instead (:meth:`Writer.delegate`, :mod:`kiln.workers`), where the same
+code applies them. A job whose operations are code (:class:`DeleteMatching`)
+stays on this thread.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import cast
 
 import lmdb
@@ -69,6 +75,14 @@ class _Committed:
     through: Version
 
 
+Answer = Callable[["Receipt | None", "BaseException | None"], None]
+"""Called with a delegated job's receipt, or with its error."""
+
+Forward = Callable[[str, Sequence[Write], "str | None", Answer], None]
+"""Sends a job (database name, operations, user) to another process's writer, and its
+answer back to ``Answer`` (:meth:`Writer.delegate`); callable from any thread."""
+
+
 class _Redo(Exception):
     """A job failed after it may have written: redo the group without it, nesting every job."""
 
@@ -110,6 +124,12 @@ class Writer:
         self._closed = False
         self._broken: InternalServerError | None = None
         """Set when a sync failed: what every later write is told."""
+        self._forward: Forward | None = None
+
+    def delegate(self, forward: Forward | None) -> None:
+        """From now on, hand every job made only of data to ``forward`` (None: apply them
+        here again). The other process answers once its commit is on disk."""
+        self._forward = forward
 
     def start(self) -> None:
         """Start the writer and sync threads; jobs submitted before wait until then."""
@@ -155,7 +175,18 @@ class Writer:
     def _submit(self, job: _Job) -> None:
         if self._closed:
             raise RuntimeError(f"the writer of database {self.database.name!r} is closed")
+        forward = self._forward
+        if forward is not None and not any(
+            isinstance(write, DeleteMatching) for write in job.operations
+        ):
+            forward(self.database.name, job.operations, job.user, partial(self._finish, job))
+            return
         self._queue.put(job)
+
+    def _finish(self, job: _Job, receipt: Receipt | None, error: BaseException | None) -> None:
+        """Answer a delegated ``job`` as if it had been applied here."""
+        job.receipt, job.error = receipt, error
+        self._answer([job])
 
     def _run(self) -> None:
         stopping = False
