@@ -49,6 +49,9 @@ class Peers:
         self._relay = relay
         self._writers: list[asyncio.StreamWriter] = []
         self._readers: list[asyncio.Task[None]] = []
+        self._outgoing: list[list[bytes]] = []
+        """Per link, the frames sent in this turn of the loop: written in one call at its end."""
+        self._flushing = False
 
     async def start(
         self, on_frame: Callable[[int, Frame], None], on_lost: Callable[[int], None]
@@ -62,6 +65,7 @@ class Peers:
             sock.setblocking(False)
             reader, writer = await asyncio.open_connection(sock=sock)
             self._writers.append(writer)
+            self._outgoing.append([])
             self._readers.append(
                 asyncio.get_running_loop().create_task(
                     self._read(number, reader, on_frame, on_lost)
@@ -77,11 +81,24 @@ class Peers:
             log.warning("a %s frame could not go to the other processes: %s", frame[0], error)
             return False
         data = len(payload).to_bytes(_HEADER, "big") + payload
-        writers = self._writers if link is None else self._writers[link : link + 1]
-        for writer in writers:
-            if not writer.is_closing():
-                writer.write(data)
+        for number in range(len(self._writers)) if link is None else (link,):
+            self._queue(number, data)
         return True
+
+    def _queue(self, link: int, data: bytes) -> None:
+        """Write ``data`` on ``link`` at the end of this turn of the loop, with the rest."""
+        self._outgoing[link].append(data)
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        for writer, frames in zip(self._writers, self._outgoing, strict=True):
+            if frames:
+                if not writer.is_closing():
+                    writer.write(b"".join(frames))
+                frames.clear()
 
     @property
     def links(self) -> int:
@@ -102,9 +119,9 @@ class Peers:
                 try:
                     frame = _decoder.decode(payload)
                     if frame[0] in self._relay:
-                        for other, writer in enumerate(self._writers):
-                            if other != number and not writer.is_closing():
-                                writer.write(header + payload)
+                        for other in range(len(self._writers)):
+                            if other != number:
+                                self._queue(other, header + payload)
                     on_frame(number, frame)
                 except Exception:  # one bad frame must not end the link
                     log.exception("a frame from another process could not be handled")
@@ -113,7 +130,8 @@ class Peers:
             on_lost(number)
 
     def close(self) -> None:
-        """Close every link (the peers see them end)."""
+        """Close every link, once the frames sent so far are written (the peers see them end)."""
+        self._flush()
         for task in self._readers:
             task.cancel()
         for writer in self._writers:
