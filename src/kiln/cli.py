@@ -123,6 +123,8 @@ def dev(
     """Serve the application in APP_DIR like run, reloading it whenever its files change."""
     app, overrides = _start(app_dir, host, port, data, access_log)
     print(f"  watching {', '.join(APP_FILES)} for changes", flush=True)
+    if app.config.http.workers > 1:
+        print("  one process: http.workers applies to kiln run, not to kiln dev", flush=True)
     _serve_until_stopped(lambda: develop(app, overrides, _report))
 
 

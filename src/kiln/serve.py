@@ -46,7 +46,7 @@ loop relays while the writer logs the messages), so 1 ms it is.
 def banner(app: App) -> str:
     """The start-up text: where the app is served and one line per exported table."""
     http, mqtt = app.config.http, app.config.mqtt
-    workers = f" ({http.workers} worker processes)" if http.workers > 1 else ""
+    workers = f" (http.workers: {http.workers})" if http.workers > 1 else ""
     lines = [f"kiln serving {app.directory} at http://{http.host}:{http.port}/{workers}"]
     lines.append(
         f"  MQTT at mqtt://{http.host}:{mqtt.port} and ws://{http.host}:{mqtt.web_socket_port}/"
