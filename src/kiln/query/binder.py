@@ -180,7 +180,9 @@ _FORCED: dict[str, Callable[[str], Any]] = {
 # --------------------------------------------------------------------------- scopes
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: made for every query, and a frozen dataclass's
+# __init__ costs five times as much. Compared and hashed by value all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class _Scope:
     """The attributes a name may refer to: a table's (with its relationships) or a nested type's."""
 

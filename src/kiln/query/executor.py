@@ -479,21 +479,30 @@ _RECORD_OF = itemgetter(1)
 
 
 def _shaped(plan: Plan, source: Source, ordered: Iterator[Pair]) -> Iterator[Any]:
-    """The records of ``ordered`` shaped by the query's selection, relationships filled in."""
+    """The records of ``ordered`` shaped by the query's selection, relationships filled in.
+
+    Not a generator itself: the iterator it returns takes no step of a frame of ours per
+    record where none is needed (call it after :func:`matched`, which sets
+    ``source.computed``).
+    """
     selection = plan.query.select
-    definition = source.store.definition
     if selection is None and source.computed:  # named only by conditions or sort keys
         hidden = source.computed
-        for _key, record in ordered:
-            yield {name: value for name, value in record.items() if name not in hidden}
-        return
+        return (
+            {name: value for name, value in record.items() if name not in hidden}
+            for _key, record in ordered
+        )
     if selection is None:
-        yield from map(_RECORD_OF, ordered)  # no generator step of ours per record
-        return
-    if not any(item.name in definition.relationships for item in selection.fields):
-        for _key, record in ordered:
-            yield shape(selection, record)
-        return
+        return map(_RECORD_OF, ordered)
+    if not any(item.name in source.store.definition.relationships for item in selection.fields):
+        return (shape(selection, record) for _key, record in ordered)
+    return _shaped_related(selection, source, ordered)
+
+
+def _shaped_related(selection: Selection, source: Source, ordered: Iterator[Pair]) -> Iterator[Any]:
+    """The records of ``ordered`` with the relationships ``selection`` names read, a batch
+    per short read transaction, then shaped."""
+    definition = source.store.definition
     database = source.related()
     for batch in _batches(ordered, source):
         with source.read() as txn:

@@ -80,7 +80,9 @@ class Limits:
     max_sort_rows: int = 100_000
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: made for every query, and a frozen dataclass's
+# __init__ costs five times as much. Compared and hashed by value all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class IndexScan:
     """One walk over ``key_range`` of the index of ``attribute`` (``primary``: the records),
     or, for a ``join``, over the index at each key it joins on."""
@@ -129,7 +131,9 @@ class Join:
         return (self.relationship.name, self.related.attribute)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: made for every query, and a frozen dataclass's
+# __init__ costs five times as much. Compared and hashed by value all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class Plan:
     """How a query runs: its scans (none: the whole primary store) and how order is made."""
 
