@@ -42,6 +42,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -253,30 +254,34 @@ async def serve_writes(app: Any, links: list[socket.socket]) -> bool:
     peers = Peers(links, relay=BUS_FRAMES)
     done = asyncio.Event()
     clean = True
-    tasks: set[asyncio.Task[None]] = set()
+    pending: set[asyncio.Future[Receipt]] = set()
 
     for name, writer in app.writers.items():
         writer.on_commit = _durable_sender(loop, peers, name, writer)
 
-    async def run(link: int, number: int, database: str, payload: bytes) -> None:
-        operations, user = pickle.loads(payload)
-        receipt: Receipt | None = None
-        error: BaseException | None = None
+    def send(link: int, number: int, receipt: Receipt | None, error: BaseException | None) -> None:
         try:
-            receipt = await app.writers[database].execute(operations, user)
-        except Exception as failure:
-            error = failure
-        try:
-            answer = pickle.dumps((receipt, error))
+            payload = pickle.dumps((receipt, error))
         except Exception:  # an error of the app's own code that cannot travel
-            answer = pickle.dumps((None, InternalServerError(f"the write failed: {error!r}")))
-        peers.send(["done", number, answer], link)
+            payload = pickle.dumps((None, InternalServerError(f"the write failed: {error!r}")))
+        peers.send(["done", number, payload], link)
+
+    def answer(link: int, number: int, future: asyncio.Future[Receipt]) -> None:
+        error = future.exception()
+        send(link, number, None if error is not None else future.result(), error)
 
     def received(link: int, frame: Frame) -> None:
         if frame[0] == "job":
-            task = loop.create_task(run(link, frame[1], frame[2], frame[3]))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            _kind, number, database, payload = frame
+            try:
+                operations, user = pickle.loads(payload)
+                future = app.writers[database].begin(operations, user)
+            except Exception as error:  # refused before it was queued (a closed writer)
+                send(link, number, None, error)
+                return
+            pending.add(future)
+            future.add_done_callback(pending.discard)
+            future.add_done_callback(partial(answer, link, number))
 
     def lost(link: int) -> None:
         nonlocal clean
@@ -291,8 +296,8 @@ async def serve_writes(app: Any, links: list[socket.socket]) -> bool:
     # Ctrl-C reaches every process of the group)
     await peers.start(received, lost)
     await done.wait()
-    if tasks:
-        await asyncio.wait(tasks)
+    if pending:
+        await asyncio.wait(pending)
     return clean
 
 

@@ -24,7 +24,9 @@ from kiln.storage.table import TableStore
 from kiln.types import MATCH_ANY, MATCH_NONE, Key, Record, Version, version_millis
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: made for every write, and a frozen dataclass's
+# __init__ costs five times as much. Compared and hashed by value all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class Put:
     """Replace (or create) the whole record at ``key``."""
 
@@ -34,7 +36,9 @@ class Put:
     if_version: Version | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: made for every write, and a frozen dataclass's
+# __init__ costs five times as much. Compared and hashed by value all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class Insert:
     """Create a record; ``key`` None means generate one. An existing key is a conflict."""
 
@@ -43,7 +47,9 @@ class Insert:
     record: Record
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: made for every write, and a frozen dataclass's
+# __init__ costs five times as much. Compared and hashed by value all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class Patch:
     """Merge ``changes`` into the stored record at ``key``, which must exist."""
 
@@ -53,7 +59,9 @@ class Patch:
     if_version: Version | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: made for every write, and a frozen dataclass's
+# __init__ costs five times as much. Compared and hashed by value all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class Delete:
     """Delete the record at ``key``, which must exist."""
 
@@ -77,14 +85,18 @@ class DeleteMatching:
     select: Callable[[lmdb.Transaction], list[Key]]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: made for every write, and a frozen dataclass's
+# __init__ costs five times as much. Compared and hashed by value all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class LogMessage:
     """Log a message published to a record; no record changes (a message is not data)."""
 
     entry: AuditEntry
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: made for every write, and a frozen dataclass's
+# __init__ costs five times as much. Compared and hashed by value all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class PruneLog:
     """Delete up to ``limit`` of the oldest audit entries older than version ``before``."""
 
@@ -119,7 +131,9 @@ def perform(
     return [apply(database, txn, operation, user)[0] for operation in operations]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: made for every write, and a frozen dataclass's
+# __init__ costs five times as much. Compared and hashed by value all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class WriteResult:
     """What one operation did: the key, the new version, the record after it (None if deleted)."""
 
