@@ -72,6 +72,8 @@ class KilnServer:
     """The MQTT broker's TCP port (``mqtt.port``), kept across restarts."""
     mqtt_ws_port: int = field(default_factory=free_port)
     """The MQTT over WebSocket port (``mqtt.webSocketPort``), kept across restarts."""
+    own_group: bool = False
+    """Start it in a process group of its own, which a test may signal whole (``killpg``)."""
 
     @property
     def url(self) -> str:
@@ -109,6 +111,7 @@ class KilnServer:
                 stderr=subprocess.STDOUT,
                 text=True,
                 env={**os.environ, **ADMIN_ENV, **self.mqtt_env, **self.env},
+                process_group=0 if self.own_group else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

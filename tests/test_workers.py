@@ -1,8 +1,8 @@
 """``http.workers``: several processes serving HTTP on one port, sharing one LMDB database.
 
 With two workers the main process (worker 1) starts two children: worker 2
-(``python -m kiln.workers serve ...``), which serves HTTP on the same port, and the write
-process (``python -m kiln.workers write ...``), which applies every worker's writes (but a
+(``python -m kiln.spawned serve ...``), which serves HTTP on the same port, and the write
+process (``python -m kiln.spawned write ...``), which applies every worker's writes (but a
 ``DELETE`` by query, which the worker's own writer applies) and relays the change bus.
 
 Every test runs real ``kiln run`` subprocesses with ``KILN_HTTP_WORKERS=2`` and talks to them
@@ -80,11 +80,19 @@ RESOURCES = """
 from kiln import tables
 
 
+class Boom(Exception):
+    def __init__(self, code, text):
+        super().__init__(f"{code}: {text}")
+
+
 @tables.Person.computed("fullName")
 def full_name(record):
+    if record["first"] == "boom":
+        raise Boom(7, "an error pickle cannot rebuild (its __init__ takes two arguments)")
     return f"{record['first']} {record.get('last') or ''}".strip()
 """
-"""``Person.fullName``'s function: the write process must import it to index what it writes."""
+"""``Person.fullName``'s function: the write process must import it to index what it writes.
+For ``first: "boom"`` it raises an error of the app's own that does not survive a pickle."""
 
 CONFIG = """
 realtime:
@@ -154,15 +162,15 @@ def descendants(pid: int) -> set[int]:
 
 
 def role(pid: int) -> list[str] | None:
-    """What follows ``-m kiln.workers`` in ``pid``'s command line (``["write", ...]`` or
+    """What follows ``-m kiln.spawned`` in ``pid``'s command line (``["write", ...]`` or
     ``["serve", ..., NUMBER, FD]``); None for any other process."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     except OSError:
         return None
-    if "kiln.workers" not in argv:
+    if "kiln.spawned" not in argv:
         return None
-    return argv[argv.index("kiln.workers") + 1 :]
+    return argv[argv.index("kiln.spawned") + 1 :]
 
 
 def crew(main: int) -> dict[str, list[int]]:
@@ -176,7 +184,7 @@ def crew(main: int) -> dict[str, list[int]]:
 
 
 def the_child(main: int, kind: str) -> int:
-    """The pid of the one child of ``main`` started as ``python -m kiln.workers KIND``."""
+    """The pid of the one child of ``main`` started as ``python -m kiln.spawned KIND``."""
     found = crew(main)
     assert len(found.get(kind, [])) == 1, f"children of the main process by role: {found}"
     return found[kind][0]
@@ -497,7 +505,7 @@ def test_only_the_main_process_runs_the_broker(server: KilnServer) -> None:
 
 
 def test_the_main_process_starts_worker_2_and_the_write_process(server: KilnServer) -> None:
-    """Main has two children, ``kiln.workers serve`` (worker 2) and ``kiln.workers write``;
+    """Main has two children, ``kiln.spawned serve`` (worker 2) and ``kiln.spawned write``;
     only main and worker 2 listen on the HTTP port, and the write process on nothing."""
     main = main_pid(server)
     found = crew(main)
@@ -784,6 +792,19 @@ def test_delete_by_query_on_worker_2_while_the_write_process_writes(server: Kiln
     assert all(b > a for a, b in itertools.pairwise(versions)), (
         "the stream's versions are not in increasing order across the two writers"
     )
+
+
+def test_an_app_error_that_cannot_travel_is_a_500_not_a_hang(server: KilnServer) -> None:
+    """An error raised by the app's own code in the write process, of a class pickle cannot
+    rebuild in the worker, still answers the request: a 500 naming it, nothing written."""
+    for worker in (1, 2):
+        with on_worker(server, worker) as client:
+            person = new_id("boom")
+            response = client.put(f"/Person/{person}", json={"first": "boom"})
+            body = problem(response, 500)
+            assert "an error pickle cannot rebuild" in body["detail"], body
+            assert client.get(f"/Person/{person}").status_code == 404
+            put(client, f"/Person/{person}", {"first": "fine"})  # the worker goes on
 
 
 def test_a_computed_index_holds_writes_through_either_worker(server: KilnServer) -> None:
@@ -1108,6 +1129,58 @@ def test_sigterm_ends_every_worker(app_dirs: tuple[Path, Path], started: list[Ki
     assert refuses(kiln.mqtt_port)
     errors = [line for line in kiln.log().splitlines() if "ERROR" in line]
     assert errors == [], "a clean stop logged errors:\n" + "\n".join(errors)
+
+
+def test_sigterm_to_the_whole_process_group_stops_cleanly(
+    app_dirs: tuple[Path, Path], started: list[KilnServer]
+) -> None:
+    """A service manager stops a server by signalling its whole process group (systemd's
+    default): every write in flight is still answered, none with a 500, the main process
+    exits 0 without an error, and every acknowledged write is there after a restart."""
+    kiln = KilnServer(*app_dirs, free_port(), env=dict(WORKERS_ENV), own_group=True)
+    started.append(kiln)
+    kiln.start()
+    wait_for_workers(kiln)
+    main = main_pid(kiln)
+    children = descendants(main)
+    acked: list[str] = []
+    statuses: list[int] = []
+    clients = [on_worker(kiln, 1 + n % 2) for n in range(6)]
+    ready = threading.Barrier(len(clients) + 1)
+
+    def write(client: httpx.Client, n: int) -> None:
+        ready.wait()
+        with client:
+            for i in itertools.count():
+                dog = f"group-{n}-{i}"
+                try:
+                    response = client.put(f"/Dog/{dog}", json={"name": dog})
+                except httpx.TransportError:
+                    return  # the server has stopped
+                statuses.append(response.status_code)
+                if response.status_code != 204:
+                    return
+                acked.append(dog)
+
+    threads = [threading.Thread(target=write, args=(c, n)) for n, c in enumerate(clients)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    assert eventually(lambda: len(acked) >= 60)
+    os.killpg(main, signal.SIGTERM)
+    assert kiln.process is not None and kiln.process.wait(20) == 0, kiln.log()
+    for thread in threads:
+        thread.join(20)
+    assert 500 not in statuses, f"writes in flight failed: {statuses.count(500)} x 500"
+    assert eventually(lambda: not any(alive(pid) for pid in children), 5)
+    errors = [line for line in kiln.log().splitlines() if "ERROR" in line]
+    assert errors == [], "a group stop logged errors:\n" + "\n".join(errors)
+    kiln.start()
+    wait_for_workers(kiln)
+    with on_worker(kiln, 2) as w2:
+        missing = [dog for dog in acked if w2.get(f"/Dog/{dog}").status_code != 200]
+    assert missing == [], f"{len(missing)} acknowledged writes lost"
+    shut_down(kiln, descendants(main_pid(kiln)))
 
 
 def _acknowledged_writes(kiln: KilnServer, acked: dict[str, dict[str, Any]]) -> None:

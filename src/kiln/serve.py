@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 from granian.constants import Interfaces
@@ -215,9 +216,10 @@ async def _stop_processes(app: App, crew: Crew | None, write_link: WriteLink | N
     app.bus.close()
     if write_link is not None:
         if crew is not None:
-            await crew.wait(write_link.close)
+            await crew.wait(partial(write_link.close, last=True))
         else:
             write_link.close()
+        await write_link.peers.wait_closed()  # the last frames (messages to log) are out
         for writer in app.writers.values():
             writer.delegate(None)
     app.close()

@@ -4,7 +4,7 @@ answer HTTP and the write process.
 One event loop answers HTTP in a process, so a server uses more cores by running
 more processes. ``kiln run`` loads the app in its own process (evolving the schema
 and adding the first user there, once), which becomes worker 1, and starts the
-others with ``python -m kiln.workers``:
+others with ``python -m kiln.spawned`` (:mod:`kiln.spawned`):
 
 - **workers 2..N** load the app too and serve HTTP on the same port: granian
   listens with ``SO_REUSEPORT``, so the kernel spreads the connections. Worker 1
@@ -42,16 +42,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 from kiln.config import Config
 from kiln.config.settings import env_name
 from kiln.errors import InternalServerError
 from kiln.realtime.peers import Frame, Peers
 from kiln.storage.operations import Write
-from kiln.storage.writer import Answer, Receipt
+from kiln.storage.writer import Answer
 
 log = logging.getLogger("kiln.workers")
 
@@ -101,14 +99,14 @@ class Crew:
         self.workers: list[subprocess.Popen[bytes]] = []
         try:
             ends = [theirs for _ours, theirs in pairs]
-            command = [sys.executable, "-m", "kiln.workers", "write", str(app_dir), digest]
+            command = [sys.executable, "-m", "kiln.spawned", "write", str(app_dir), digest]
             self.writer = subprocess.Popen(
                 command + [str(end.fileno()) for end in ends],
                 pass_fds=[end.fileno() for end in ends],
                 env=env,
             )
             for number, (ours, _theirs) in enumerate(pairs[1:], start=2):
-                command = [sys.executable, "-m", "kiln.workers", "serve", str(app_dir), digest]
+                command = [sys.executable, "-m", "kiln.spawned", "serve", str(app_dir), digest]
                 command += [str(number), str(ours.fileno())]
                 self.workers.append(subprocess.Popen(command, pass_fds=[ours.fileno()], env=env))
         except BaseException:
@@ -145,7 +143,8 @@ class Crew:
 
     async def wait(self, close_link: Callable[[], None]) -> None:
         """Wait for workers 2..N to end, then ``close_link`` (worker 1's link to the write
-        process) and wait for the write process, which stops once no worker is left.
+        process, with its last word) and wait for the write process, which stops once no
+        worker is left.
 
         A process still running after :data:`STOP_TIMEOUT` is killed.
         """
@@ -185,14 +184,12 @@ class WriteLink:
         self._on_lost = on_lost
         self._pending: dict[int, Answer] = {}
         self._numbers = itertools.count()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.closing = False
 
     async def start(self) -> None:
         """Read the link on the running loop."""
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         await self.peers.start(self._received, self._lost)
 
     def forward(
@@ -202,38 +199,54 @@ class WriteLink:
         if threading.get_ident() == self._loop_thread:
             self._send(database, operations, user, answer)
         else:
-            assert self._loop is not None
             self._loop.call_soon_threadsafe(self._send, database, operations, user, answer)
 
     def _send(
         self, database: str, operations: Sequence[Write], user: str | None, answer: Answer
     ) -> None:
-        if not self.peers.links:
+        if self.closing or not self.peers.links:
             answer(None, _write_process_gone())
+            return
+        try:
+            payload = pickle.dumps((operations, user))
+        except Exception as error:  # a value of the app's own that cannot travel
+            answer(None, InternalServerError(f"the write cannot go to the write process: {error}"))
             return
         number = next(self._numbers)
         self._pending[number] = answer
-        self.peers.send(["job", number, database, pickle.dumps((operations, user))])
+        self.peers.send(["job", number, database, payload])
 
     def _received(self, _link: int, frame: Frame) -> None:
         if frame[0] == "done":
             answer = self._pending.pop(frame[1], None)
             if answer is not None:
-                answer(*pickle.loads(frame[2]))
+                try:
+                    receipt, error = pickle.loads(frame[2])
+                except Exception as failure:  # an error of the app's that does not rebuild
+                    receipt, error = None, InternalServerError(f"the write failed: {failure}")
+                answer(receipt, error)
         else:
             self._on_frame(frame)
 
     def _lost(self, _link: int) -> None:
-        pending, self._pending = self._pending, {}
-        for answer in pending.values():
-            answer(None, _write_process_gone())
+        self._fail_pending()
         if not self.closing:
             self._on_lost()
 
-    def close(self) -> None:
-        """Close the link (the write process sees this worker leave)."""
+    def _fail_pending(self) -> None:
+        pending, self._pending = self._pending, {}
+        for answer in pending.values():
+            answer(None, _write_process_gone())
+
+    def close(self, *, last: bool = False) -> None:
+        """Close the link (the write process sees this worker leave); ``last``: worker 1,
+        after every other worker, says so first, so that the write process stops cleanly.
+        Jobs still unanswered then get an error."""
         self.closing = True
+        if last:
+            self.peers.send(["bye"])
         self.peers.close()
+        self._fail_pending()
 
 
 def _write_process_gone() -> InternalServerError:
@@ -241,120 +254,3 @@ def _write_process_gone() -> InternalServerError:
         "kiln's write process stopped, so the write may or may not have been made",
         hint="read the record again; see the server's log",
     )
-
-
-async def serve_writes(app: Any, links: list[socket.socket]) -> bool:
-    """The write process: apply the workers' jobs with ``app``'s writers until every
-    worker has left; False if worker 1 left first (it was killed).
-
-    Each job is answered on its own link once its commit is on disk; every commit's
-    ``durable`` frame goes to every worker, before the answers it covers.
-    """
-    loop = asyncio.get_running_loop()
-    peers = Peers(links, relay=BUS_FRAMES)
-    done = asyncio.Event()
-    clean = True
-    pending: set[asyncio.Future[Receipt]] = set()
-
-    for name, writer in app.writers.items():
-        writer.on_commit = _durable_sender(loop, peers, name, writer)
-
-    def send(link: int, number: int, receipt: Receipt | None, error: BaseException | None) -> None:
-        try:
-            payload = pickle.dumps((receipt, error))
-        except Exception:  # an error of the app's own code that cannot travel
-            payload = pickle.dumps((None, InternalServerError(f"the write failed: {error!r}")))
-        peers.send(["done", number, payload], link)
-
-    def answer(link: int, number: int, future: asyncio.Future[Receipt]) -> None:
-        error = future.exception()
-        send(link, number, None if error is not None else future.result(), error)
-
-    def received(link: int, frame: Frame) -> None:
-        if frame[0] == "job":
-            _kind, number, database, payload = frame
-            try:
-                operations, user = pickle.loads(payload)
-                future = app.writers[database].begin(operations, user)
-            except Exception as error:  # refused before it was queued (a closed writer)
-                send(link, number, None, error)
-                return
-            pending.add(future)
-            future.add_done_callback(pending.discard)
-            future.add_done_callback(partial(answer, link, number))
-
-    def lost(link: int) -> None:
-        nonlocal clean
-        if link == 0 and peers.links:  # worker 1 leaves last, unless it was killed
-            log.error("worker 1 is gone; the write process stops the other workers")
-            clean = False
-            peers.close()
-        if not peers.links:
-            done.set()
-
-    loop.add_signal_handler(signal.SIGINT, lambda: None)  # worker 1 says when (a terminal's
-    # Ctrl-C reaches every process of the group)
-    await peers.start(received, lost)
-    await done.wait()
-    if pending:
-        await asyncio.wait(pending)
-    return clean
-
-
-def _durable_sender(
-    loop: asyncio.AbstractEventLoop, peers: Peers, name: str, writer: Any
-) -> Callable[[], None]:
-    """A writer's commit listener that tells every worker how far ``name`` is on disk."""
-
-    def committed() -> None:  # on the writer's sync thread
-        version = writer.durable_through
-        loop.call_soon_threadsafe(peers.send, ["durable", name, version])
-
-    return committed
-
-
-def main(argv: list[str]) -> int:
-    """A process started by worker 1 (:class:`Crew`)::
-
-        python -m kiln.workers write APP_DIR DIGEST FD...
-        python -m kiln.workers serve APP_DIR DIGEST NUMBER FD
-
-    Its settings come from the environment worker 1 gave it; each ``FD`` is a link.
-    """
-    import uvloop
-
-    from kiln.app import load_app
-    from kiln.errors import KilnError
-    from kiln.serve import exit_now, read_config, serve
-
-    role, app_dir, digest = argv[0], Path(argv[1]), argv[2]
-    number = int(argv[3]) if role == "serve" else 0
-    name = f"worker {number}" if role == "serve" else "writes"
-    config = read_config(app_dir, {})
-    logging.basicConfig(
-        level=config.logging.level.upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s[{name}]: %(message)s",
-    )
-    if schema_digest(app_dir) != digest:
-        log.error("schema.graphql changed while kiln started; start it again")
-        return 2
-    try:
-        app = load_app(app_dir, config, shared=True)  # worker 1 evolved the schema already
-    except KilnError as error:
-        log.error("%s", error)
-        return 2
-    if role == "write":
-        links = [socket.socket(fileno=int(fd)) for fd in argv[3:]]
-        try:
-            clean = uvloop.run(serve_writes(app, links))
-        finally:
-            app.close()
-    else:
-        app.worker = number
-        clean = uvloop.run(serve(app, link=socket.socket(fileno=int(argv[4]))))
-    exit_now(0 if clean else 1)  # as kiln run leaves (see exit_now)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

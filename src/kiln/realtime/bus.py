@@ -96,7 +96,8 @@ class ChangeBus:
         for name, database in databases.items():
             with database.read() as txn:
                 delivered = database.audit.last_version(txn)
-            self._feeds[name] = _Feed(database, writers[name], delivered)
+            writer = writers[name]
+            self._feeds[name] = _Feed(database, writer, delivered, told=writer.durable_through)
         self._clock = clock
         self.max_queue = max_queue
         self.retention = retention

@@ -3,7 +3,7 @@
 The write process holds a stream socket to each worker that serves HTTP; a
 worker's frames go to the write process, which relays those its peers need to
 every other worker. A frame is a MessagePack array behind its 4-byte length, so
-it has no size limit and arrives whole and in order.
+it arrives whole and in order, up to 4 GiB.
 
 The change bus (:class:`kiln.realtime.bus.ChangeBus`) sends and reads two kinds:
 ``["durable", database, version]``, sent once the writes up to ``version`` are on
@@ -15,6 +15,7 @@ travel as ``job`` and ``done`` frames (:mod:`kiln.workers`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-log = logging.getLogger("kiln.workers")
+log = logging.getLogger("kiln.peers")
 
 _HEADER = 4
 """Bytes of the big-endian length in front of each frame."""
@@ -125,14 +126,20 @@ class Peers:
                     on_frame(number, frame)
                 except Exception:  # one bad frame must not end the link
                     log.exception("a frame from another process could not be handled")
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, OSError):  # the other end is gone
             self._writers[number].close()
             on_lost(number)
 
     def close(self) -> None:
-        """Close every link, once the frames sent so far are written (the peers see them end)."""
+        """Close every link once the frames sent so far are written (the peers see them end)."""
         self._flush()
         for task in self._readers:
             task.cancel()
         for writer in self._writers:
             writer.close()
+
+    async def wait_closed(self, timeout: float = 10.0) -> None:
+        """Wait, after :meth:`close`, until every frame is written and each link is shut."""
+        for writer in self._writers:
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), timeout)

@@ -66,9 +66,9 @@ class AuditLog:
         """Add ``entry``, newer than every entry logged, in the transaction making the change."""
         txn.put(version_key(entry.version), _packed(entry), db=self.store, append=True)
 
-    def insert(self, txn: lmdb.Transaction, entry: AuditEntry) -> Version:
+    def insert(self, txn: lmdb.Transaction, entry: AuditEntry) -> None:
         """Add ``entry`` wherever its version sorts: a message, versioned when it was sent,
-        is logged after writes with newer versions may have been. Returns its version.
+        is logged after writes with newer versions may have been.
 
         Another worker process's clock may have given an entry the same version; the
         message then takes the next free one, and nothing logged is replaced.
@@ -77,7 +77,6 @@ class AuditLog:
         version = entry.version
         while not txn.put(version_key(version), packed, db=self.store, overwrite=False):
             version += 1
-        return version
 
     def prune(self, txn: lmdb.Transaction, before: Version, limit: int) -> int:
         """Delete up to ``limit`` of the oldest entries older than ``before``; returns how many.

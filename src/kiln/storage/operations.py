@@ -117,9 +117,7 @@ def perform(
         KilnError: as :func:`apply`, before anything of that operation is written.
     """
     if isinstance(write, LogMessage):
-        # Another process's clock versioned the message: what this commit makes durable
-        # (the clock's last version, see kiln.storage.writer) must reach it.
-        database.clock.observe(database.audit.insert(txn, write.entry))
+        database.audit.insert(txn, write.entry)
         return []
     if isinstance(write, PruneLog):
         database.audit.prune(txn, write.before, write.limit)

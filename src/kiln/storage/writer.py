@@ -169,7 +169,8 @@ class Writer:
         self._submit(_Job(operations, None, None))
 
     def close(self) -> None:
-        """Commit every job already submitted, then stop the thread."""
+        """Commit every job already queued on this thread, then stop it (jobs handed to
+        another process are answered by it)."""
         if self._closed:
             return
         self._closed = True
@@ -223,8 +224,9 @@ class Writer:
                 job.error = self._broken
             self._answer(group)
             return
+        through = self.durable_through
         try:
-            txn_id = self._apply_group(group)
+            txn_id, through = self._apply_group(group)
         except Exception as error:  # the commit itself failed: no job of the group holds
             log.exception("commit of %d write(s) failed", len(group))
             for job in group:
@@ -233,8 +235,7 @@ class Writer:
             for job in group:
                 if job.error is None:
                     job.receipt = Receipt(job.results, txn_id)
-        # Every version of the group was issued before this read: it bounds them all.
-        self._committed.put(_Committed(group, self.database.clock.last))
+        self._committed.put(_Committed(group, through))
 
     def _sync_and_answer(self) -> None:
         """The sync thread: make every group committed so far durable, then answer it."""
@@ -285,8 +286,10 @@ class Writer:
         for commit in commits:
             self._answer(commit.group)
 
-    def _apply_group(self, group: list[_Job]) -> int:
-        """Apply and commit ``group``; returns the commit's transaction id.
+    def _apply_group(self, group: list[_Job]) -> tuple[int, Version]:
+        """Apply and commit ``group``; returns the commit's transaction id and the newest
+        version in the log at its commit, which bounds every write it (or an earlier commit,
+        of any process) made.
 
         A job of one operation is applied straight into the group's transaction:
         :func:`apply` raises its expected errors (:class:`KilnError`) before it
@@ -310,8 +313,8 @@ class Writer:
                                 or isinstance(job.operations[0], DeleteMatching)
                             )
                             self._apply_job(txn, job, nest=nest)
-                    txn_id = txn.id()
-                return txn_id
+                    txn_id, through = txn.id(), self.database.audit.last_version(txn)
+                return txn_id, through
             except lmdb.MapFullError:
                 self.database.grow()
             except _Redo:
