@@ -1,0 +1,113 @@
+"""The links between a server's processes (:mod:`kiln.realtime.peers`), over real socket pairs."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from kiln.realtime.peers import Frame, Peers
+
+
+class Inbox:
+    """What one end of the links received, and which links it saw end."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, Frame]] = []
+        self.lost: list[int] = []
+        self.changed = asyncio.Event()
+
+    def frame(self, link: int, frame: Frame) -> None:
+        self.frames.append((link, frame))
+        self.changed.set()
+
+    def ended(self, link: int) -> None:
+        self.lost.append(link)
+        self.changed.set()
+
+    async def until(self, done: Any, timeout: float = 5.0) -> None:
+        """Wait until ``done()`` holds."""
+        async with asyncio.timeout(timeout):
+            while not done():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def test_frames_arrive_whole_in_order_and_the_end_is_seen() -> None:
+    """Many frames sent in one turn of the loop (one write) arrive whole and in order, large
+    ones too; closing one end is seen at the other."""
+
+    async def main() -> None:
+        ours, theirs = socket.socketpair()
+        sender, receiver = Peers([ours]), Peers([theirs])
+        inbox = Inbox()
+        await sender.start(lambda _link, _frame: None, lambda _link: None)
+        await receiver.start(inbox.frame, inbox.ended)
+        big = "x" * 1_000_000
+        for n in range(200):
+            assert sender.send(["message", n, big if n == 100 else n])
+        await inbox.until(lambda: len(inbox.frames) == 200)
+        assert [frame[1] for _link, frame in inbox.frames] == list(range(200))
+        assert inbox.frames[100][1] == ["message", 100, big]
+        sender.send(["durable", "data", 7])
+        sender.close()  # the frame queued before the close still goes out
+        await inbox.until(lambda: inbox.lost == [0])
+        assert inbox.frames[-1] == (0, ["durable", "data", 7])
+        receiver.close()
+
+    asyncio.run(main())
+
+
+def test_a_hub_relays_only_the_kinds_it_is_told_to_the_other_links() -> None:
+    """The hub hands every frame to its handler with the link it came on, and passes the
+    relayed kinds on to every other link, not back to the sender."""
+
+    async def main() -> None:
+        pairs = [socket.socketpair() for _ in range(3)]
+        hub = Peers([hub_end for hub_end, _ in pairs], relay=frozenset({"message"}))
+        at_hub = Inbox()
+        await hub.start(at_hub.frame, at_hub.ended)
+        spokes, inboxes = [], []
+        for _, end in pairs:
+            inbox = Inbox()
+            spoke = Peers([end])
+            await spoke.start(inbox.frame, inbox.ended)
+            spokes.append(spoke)
+            inboxes.append(inbox)
+        spokes[0].send(["message", "hello"])
+        spokes[0].send(["job", 1])
+        await at_hub.until(lambda: len(at_hub.frames) == 2)
+        assert at_hub.frames == [(0, ["message", "hello"]), (0, ["job", 1])]
+        for inbox in inboxes[1:]:
+            await inbox.until(lambda inbox=inbox: len(inbox.frames) == 1)
+            assert inbox.frames == [(0, ["message", "hello"])]
+        hub.send(["done", 1], 0)  # to one link only
+        await inboxes[0].until(lambda: len(inboxes[0].frames) == 1)
+        assert inboxes[0].frames == [(0, ["done", 1])]
+        await asyncio.sleep(0.05)
+        assert all(len(inbox.frames) == 1 for inbox in inboxes[1:])  # no job, no done
+        for spoke in spokes:
+            spoke.close()
+        await at_hub.until(lambda: sorted(at_hub.lost) == [0, 1, 2])
+        assert hub.links == 0
+
+    asyncio.run(main())
+
+
+def test_a_frame_that_cannot_be_encoded_is_refused_and_nothing_is_sent() -> None:
+    """``send`` answers False for a value MessagePack cannot hold; the link goes on."""
+
+    async def main() -> None:
+        ours, theirs = socket.socketpair()
+        sender, receiver = Peers([ours]), Peers([theirs])
+        inbox = Inbox()
+        await sender.start(lambda _link, _frame: None, lambda _link: None)
+        await receiver.start(inbox.frame, inbox.ended)
+        assert not sender.send(["message", object()])
+        assert sender.send(["message", "after"])
+        await inbox.until(lambda: len(inbox.frames) == 1)
+        assert inbox.frames == [(0, ["message", "after"])]
+        sender.close()
+        receiver.close()
+
+    asyncio.run(main())
