@@ -167,7 +167,13 @@ async def serve(
         os.kill(os.getpid(), signal.SIGTERM)  # the same stop as a signal's
 
     first = link is None
-    crew = Crew(app.directory, app.config, lost) if first and app.config.http.workers > 1 else None
+    crew = None
+    if first and app.config.http.workers > 1:
+        try:
+            crew = Crew(app.directory, app.config, lost)
+        except BaseException:  # the other processes could not start: close what is open
+            app.close()
+            raise
     if crew is not None:
         link = crew.link
     write_link = None
