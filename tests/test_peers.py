@@ -33,16 +33,22 @@ class Inbox:
                 await self.changed.wait()
 
 
+async def linked() -> tuple[Peers, Peers, Inbox]:
+    """A sender and a receiver over one socket pair, both reading; the receiver's inbox."""
+    ours, theirs = socket.socketpair()
+    sender, receiver = Peers([ours]), Peers([theirs])
+    inbox = Inbox()
+    await sender.start(lambda _link, _frame: None, lambda _link: None)
+    await receiver.start(inbox.frame, inbox.ended)
+    return sender, receiver, inbox
+
+
 def test_frames_arrive_whole_in_order_and_the_end_is_seen() -> None:
     """Many frames sent in one turn of the loop (one write) arrive whole and in order, large
     ones too; closing one end is seen at the other."""
 
     async def main() -> None:
-        ours, theirs = socket.socketpair()
-        sender, receiver = Peers([ours]), Peers([theirs])
-        inbox = Inbox()
-        await sender.start(lambda _link, _frame: None, lambda _link: None)
-        await receiver.start(inbox.frame, inbox.ended)
+        sender, receiver, inbox = await linked()
         big = "x" * 1_000_000
         for n in range(200):
             assert sender.send(["message", n, big if n == 100 else n])
@@ -98,11 +104,7 @@ def test_a_frame_that_cannot_be_encoded_is_refused_and_nothing_is_sent() -> None
     """``send`` answers False for a value MessagePack cannot hold; the link goes on."""
 
     async def main() -> None:
-        ours, theirs = socket.socketpair()
-        sender, receiver = Peers([ours]), Peers([theirs])
-        inbox = Inbox()
-        await sender.start(lambda _link, _frame: None, lambda _link: None)
-        await receiver.start(inbox.frame, inbox.ended)
+        sender, receiver, inbox = await linked()
         assert not sender.send(["message", object()])
         assert sender.send(["message", "after"])
         await inbox.until(lambda: len(inbox.frames) == 1)

@@ -219,7 +219,7 @@ async def serve(
 async def _stop_processes(app: App, crew: Crew | None, write_link: WriteLink | None) -> None:
     """Stop the other processes (worker 1) or leave the write process (another worker),
     then close ``app``."""
-    app.bus.close()
+    app.bus.close()  # before the link closes: it hands the messages still unlogged to it
     if write_link is not None:
         if crew is not None:
             await crew.wait(partial(write_link.close, last=True))
