@@ -1,12 +1,18 @@
-"""The links between a server's processes (:mod:`kiln.realtime.peers`), over real socket pairs."""
+"""The links between a server's processes (:mod:`kiln.realtime.peers`, and a worker's
+:class:`~kiln.workers.WriteLink` on them), over real socket pairs."""
 
 from __future__ import annotations
 
 import asyncio
+import pickle
 import socket
 from typing import Any
 
+from kiln.errors import InternalServerError, NotFound
 from kiln.realtime.peers import Frame, Peers
+from kiln.storage.operations import Put
+from kiln.storage.writer import Receipt
+from kiln.workers import WriteLink
 
 
 class Inbox:
@@ -111,5 +117,49 @@ def test_a_frame_that_cannot_be_encoded_is_refused_and_nothing_is_sent() -> None
         assert inbox.frames == [(0, ["message", "after"])]
         sender.close()
         receiver.close()
+
+    asyncio.run(main())
+
+
+def test_jobs_of_one_turn_travel_together_and_one_that_cannot_fails_alone() -> None:
+    """A worker's link (:class:`WriteLink`) sends the jobs forwarded in one turn of its loop
+    as one frame; a job holding a value pickle cannot take is failed alone, at once; each
+    answer in a ``done`` frame reaches its own job."""
+
+    async def main() -> None:
+        ours, theirs = socket.socketpair()
+        link = WriteLink(ours, lambda _frame: None, lambda: None)
+        await link.start()
+        write_process = Peers([theirs])
+        inbox = Inbox()
+        await write_process.start(inbox.frame, inbox.ended)
+        answers: dict[str, tuple[Any, BaseException | None]] = {}
+
+        def answer(name: str) -> Any:
+            return lambda receipt, error: answers.__setitem__(name, (receipt, error))
+
+        link.forward("data", [Put("Dog", 1, {"name": "one"})], "ann", answer("first"))
+        link.forward("data", [Put("Dog", 2, {"name": lambda: 0})], None, answer("unpicklable"))
+        link.forward("data", [Put("Dog", 3, {"name": "three"})], None, answer("last"))
+        await inbox.until(lambda: len(inbox.frames) == 1)
+        _link, (kind, numbers, payload) = inbox.frames[0]
+        assert kind == "jobs" and len(numbers) == 2
+        assert pickle.loads(payload) == [
+            ("data", [Put("Dog", 1, {"name": "one"})], "ann"),
+            ("data", [Put("Dog", 3, {"name": "three"})], None),
+        ]
+        receipt, error = answers.pop("unpicklable")
+        assert receipt is None and isinstance(error, InternalServerError)
+        assert "cannot go to the write process" in error.detail
+        assert answers == {}  # the others wait for their answers
+        done = [(Receipt([], 7), None), (None, NotFound("Dog 3 does not exist"))]
+        write_process.send(["done", numbers, pickle.dumps(done)], 0)
+        async with asyncio.timeout(5):
+            while len(answers) < 2:
+                await asyncio.sleep(0.01)
+        assert answers["first"] == (Receipt([], 7), None)
+        assert isinstance(answers["last"][1], NotFound)
+        link.close()
+        write_process.close()
 
     asyncio.run(main())

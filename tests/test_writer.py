@@ -1011,6 +1011,43 @@ def test_delegated_jobs_are_answered_by_the_process_they_went_to(
         other.close()
 
 
+def test_a_handed_job_is_answered_once_its_commit_is_on_disk(
+    database: Database, writer: Writer
+) -> None:
+    """``hand`` (how the write process takes a worker's job) applies the job like
+    ``execute`` and calls its answer on the sync thread, after the sync that covers
+    its commit; a job that fails is answered with its error alone."""
+    answers: list[tuple[str, Receipt | None, BaseException | None, int, str]] = []
+    answered = threading.Event()
+    durable: list[int] = []
+    writer.on_commit = lambda: durable.append(writer.durable_through)
+
+    def answer(name: str) -> Any:
+        def take(receipt: Receipt | None, error: BaseException | None) -> None:
+            answers.append((name, receipt, error, len(durable), threading.current_thread().name))
+            if len(answers) == 2:
+                answered.set()
+
+        return take
+
+    writer.hand([Put("Dog", 1, {"name": "one"})], "ann", answer("put"))
+    writer.hand([Patch("Dog", 2, {"age": 3})], None, answer("patch"))
+    writer.start()  # both jobs wait for one group
+    assert answered.wait(10)
+    by_name = {
+        name: (receipt, error, syncs, thread) for name, receipt, error, syncs, thread in answers
+    }
+    receipt, error, syncs, thread = by_name["put"]
+    assert error is None and receipt is not None
+    assert receipt.results[0].record == {"id": 1, "name": "one"}
+    assert syncs == 1 and durable[0] >= receipt.results[0].version  # after the sync
+    assert thread == f"kiln-sync-{database.name}"
+    receipt, error, _syncs, _thread = by_name["patch"]
+    assert receipt is None and isinstance(error, NotFound)
+    assert stored(database, 1) == {"id": 1, "name": "one"}
+    assert stored(database, 2) is None
+
+
 def test_a_write_after_another_process_wrote_gets_a_later_version(
     database: Database, running: Writer
 ) -> None:

@@ -15,6 +15,7 @@ import pickle
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -25,7 +26,7 @@ from kiln.app import App, load_app
 from kiln.errors import InternalServerError, KilnError
 from kiln.realtime.peers import Frame, Peers
 from kiln.serve import exit_now, read_config, serve
-from kiln.storage.writer import Receipt, Writer
+from kiln.storage.writer import Answer, Receipt, Writer
 from kiln.workers import BUS_FRAMES, schema_digest
 
 log = logging.getLogger("kiln.workers")
@@ -36,50 +37,43 @@ async def serve_writes(app: App, links: list[socket.socket]) -> bool:
     worker has left; False if worker 1 left first, without its last word (killed).
 
     Each job is answered on its own link once its commit is on disk; every commit's
-    ``durable`` frame goes to every worker, before the answers it covers. Signals are
-    left to worker 1 (a terminal's Ctrl-C and a service manager's SIGTERM reach every
-    process of the group): this process stops when the workers have gone.
+    ``durable`` frame goes to every worker, before the answers it covers. The answers
+    of a commit go back together, one frame per link. Signals are left to worker 1 (a
+    terminal's Ctrl-C and a service manager's SIGTERM reach every process of the
+    group): this process stops when the workers have gone.
     """
     loop = asyncio.get_running_loop()
     peers = Peers(links, relay=BUS_FRAMES)
     done = asyncio.Event()
     clean = True
     said_bye = False
-    pending: set[asyncio.Future[Receipt]] = set()
+    answers = _Answers(loop, peers)
 
     for name, writer in app.writers.items():
         writer.on_commit = _durable_sender(loop, peers, name, writer)
-
-    def send(link: int, number: int, receipt: Receipt | None, error: BaseException | None) -> None:
-        try:
-            payload = pickle.dumps((receipt, error))
-            pickle.loads(payload)  # an error of the app's own may not rebuild over there
-        except Exception:
-            payload = pickle.dumps((None, InternalServerError(f"the write failed: {error}")))
-        peers.send(["done", number, payload], link)
-
-    def answer(link: int, number: int, future: asyncio.Future[Receipt]) -> None:
-        error = future.exception()
-        send(link, number, None if error is not None else future.result(), error)
 
     def received(link: int, frame: Frame) -> None:
         nonlocal said_bye
         if frame[0] == "bye":
             said_bye = True
-        elif frame[0] == "job":
-            _kind, number, database, payload = frame
-            if not clean:  # worker 1 is gone: the server is stopping
-                send(link, number, None, InternalServerError("kiln is stopping"))
-                return
+        elif frame[0] == "jobs":
+            _kind, numbers, payload = frame
             try:
-                operations, user = pickle.loads(payload)
-                future = app.writers[database].begin(operations, user)
-            except Exception as error:  # refused before it was queued (a closed writer)
-                send(link, number, None, error)
-                return
-            pending.add(future)
-            future.add_done_callback(pending.discard)
-            future.add_done_callback(partial(answer, link, number))
+                jobs = pickle.loads(payload)
+            except Exception as error:  # pragma: no cover - a worker pickled them
+                jobs = [error] * len(numbers)
+            for number, job in zip(numbers, jobs, strict=True):
+                answer = answers.to(link, number)
+                if not clean:  # worker 1 is gone: the server is stopping
+                    answer(None, InternalServerError("kiln is stopping"))
+                elif isinstance(job, Exception):  # pragma: no cover - as above
+                    answer(None, InternalServerError(f"the write could not be read: {job}"))
+                else:
+                    database, operations, user = job
+                    try:
+                        app.writers[database].hand(operations, user, answer)
+                    except Exception as error:  # refused before it was queued (a closed writer)
+                        answer(None, error)
 
     def lost(link: int) -> None:
         nonlocal clean
@@ -94,11 +88,84 @@ async def serve_writes(app: App, links: list[socket.socket]) -> bool:
         loop.add_signal_handler(signum, lambda: None)
     await peers.start(received, lost)
     await done.wait()
-    if pending:
-        await asyncio.wait(pending)  # the workers still linked hear how their writes went
+    await answers.all_sent()  # the workers still linked hear how their writes went
     peers.close()  # then they see the write process leave, and stop
     await peers.wait_closed()
     return clean
+
+
+class _Answers:
+    """The write process's answers: collected from the writers' sync threads, and sent
+    on the loop, one ``done`` frame per link for all the answers ready by then."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, peers: Peers):
+        self._loop = loop
+        self._peers = peers
+        self._ready: list[tuple[int, int, Receipt | None, BaseException | None]] = []
+        self._lock = threading.Lock()
+        self._owed = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+
+    def to(self, link: int, number: int) -> Answer:
+        """The answer to job ``number`` of ``link``: call it once, from any thread."""
+        self._owed += 1
+        self._settled.clear()
+        return partial(self._ready_to_send, link, number)
+
+    def _ready_to_send(
+        self, link: int, number: int, receipt: Receipt | None, error: BaseException | None
+    ) -> None:
+        with self._lock:
+            self._ready.append((link, number, receipt, error))
+            first = len(self._ready) == 1
+        if first:
+            self._loop.call_soon_threadsafe(self._send)
+
+    def _send(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        by_link: dict[int, list[tuple[int, Receipt | None, BaseException | None]]] = {}
+        for link, number, receipt, error in ready:
+            by_link.setdefault(link, []).append((number, receipt, _travelling(error)))
+        for link, items in by_link.items():
+            results = [(receipt, error) for _number, receipt, error in items]
+            try:
+                payload = pickle.dumps(results)
+            except Exception as failure:  # a record value of the app's own that cannot travel
+                failed = InternalServerError(f"the write was made; its answer cannot: {failure}")
+                payload = pickle.dumps([_alone(result, failed) for result in results])
+            self._peers.send(["done", [number for number, _r, _e in items], payload], link)
+        self._owed -= len(ready)
+        if self._owed == 0:
+            self._settled.set()
+
+    async def all_sent(self) -> None:
+        """Wait until every job handed so far is answered."""
+        await self._settled.wait()
+
+
+def _travelling(error: BaseException | None) -> BaseException | None:
+    """``error``, or a 500 naming it if it would not rebuild in the worker (an error of
+    the app's own whose ``__init__`` takes other arguments, say)."""
+    if error is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return InternalServerError(f"the write failed: {error}")
+    return error
+
+
+def _alone(
+    result: tuple[Receipt | None, BaseException | None], failed: InternalServerError
+) -> tuple[Receipt | None, BaseException | None]:
+    """``result`` if it pickles by itself, else ``failed``."""
+    try:
+        pickle.dumps(result)
+    except Exception:
+        return None, failed
+    return result
 
 
 def _durable_sender(

@@ -163,6 +163,10 @@ class Crew:
             process.kill()
 
 
+_Outgoing = tuple[int, str, Sequence[Write], "str | None"]
+"""A job on its way to the write process: its number, database, operations and user."""
+
+
 class WriteLink:
     """A worker's link to the write process: its writers' jobs out, their answers and the
     change bus's frames in.
@@ -183,6 +187,8 @@ class WriteLink:
         self._on_frame = on_frame
         self._on_lost = on_lost
         self._pending: dict[int, Answer] = {}
+        self._batch: list[_Outgoing] = []
+        """The jobs forwarded in this turn of the loop, sent together at its end."""
         self._numbers = itertools.count()
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -207,24 +213,45 @@ class WriteLink:
         if self.closing or not self.peers.links:
             answer(None, _write_process_gone())
             return
-        try:
-            payload = pickle.dumps((operations, user))
-        except Exception as error:  # a value of the app's own that cannot travel
-            answer(None, InternalServerError(f"the write cannot go to the write process: {error}"))
-            return
         number = next(self._numbers)
         self._pending[number] = answer
-        self.peers.send(["job", number, database, payload])
+        self._batch.append((number, database, operations, user))
+        if len(self._batch) == 1:
+            self._loop.call_soon(self._send_batch)
+
+    def _send_batch(self) -> None:
+        """Send the jobs of this turn of the loop as one frame: one pickle for them all."""
+        batch, self._batch = self._batch, []
+        try:
+            payload = pickle.dumps([job[1:] for job in batch])
+        except Exception:  # a value of the app's own that cannot travel: fail only its job
+            batch = [job for job in batch if self._travels(job)]
+            payload = pickle.dumps([job[1:] for job in batch])
+        if batch:
+            self.peers.send(["jobs", [job[0] for job in batch], payload])
+
+    def _travels(self, job: _Outgoing) -> bool:
+        try:
+            pickle.dumps(job[1:])
+        except Exception as error:
+            answer = self._pending.pop(job[0])
+            answer(None, InternalServerError(f"the write cannot go to the write process: {error}"))
+            return False
+        return True
 
     def _received(self, _link: int, frame: Frame) -> None:
         if frame[0] == "done":
-            answer = self._pending.pop(frame[1], None)
-            if answer is not None:
-                try:
-                    receipt, error = pickle.loads(frame[2])
-                except Exception as failure:  # an error of the app's that does not rebuild
-                    receipt, error = None, InternalServerError(f"the write failed: {failure}")
-                answer(receipt, error)
+            _kind, numbers, payload = frame
+            try:
+                results = pickle.loads(payload)
+            except Exception as failure:  # pragma: no cover - the write process checks them
+                results = [(None, InternalServerError(f"the write failed: {failure}"))] * len(
+                    numbers
+                )
+            for number, (receipt, error) in zip(numbers, results, strict=True):
+                answer = self._pending.pop(number, None)
+                if answer is not None:
+                    answer(receipt, error)
         else:
             self._on_frame(frame)
 
@@ -242,6 +269,8 @@ class WriteLink:
         """Close the link (the write process sees this worker leave); ``last``: worker 1,
         after every other worker, says so first, so that the write process stops cleanly.
         Jobs still unanswered then get an error."""
+        if self._batch:
+            self._send_batch()
         self.closing = True
         if last:
             self.peers.send(["bye"])

@@ -19,7 +19,8 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import msgspec
 
@@ -35,6 +36,37 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 
 
+class _Link(asyncio.Protocol):
+    """One link's socket: cuts the bytes it reads into frames for :class:`Peers`."""
+
+    def __init__(self, peers: Peers, number: int):
+        self._peers = peers
+        self._number = number
+        self._buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= _HEADER:
+            end = start + _HEADER + int.from_bytes(buffer[start : start + _HEADER], "big")
+            if len(buffer) < end:
+                break
+            self._peers._received(self._number, bytes(buffer[start:end]))
+            start = end
+        del buffer[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._peers._lost(self._number)
+
+
 class Peers:
     """This process's links to the other workers.
 
@@ -48,11 +80,14 @@ class Peers:
     def __init__(self, sockets: list[socket.socket], *, relay: frozenset[str] = frozenset()):
         self._sockets = sockets
         self._relay = relay
-        self._writers: list[asyncio.StreamWriter] = []
-        self._readers: list[asyncio.Task[None]] = []
+        self._links: list[_Link] = []
+        self._open = 0
+        self._on_frame: Callable[[int, Frame], None] = lambda _link, _frame: None
+        self._on_lost: Callable[[int], None] = lambda _link: None
         self._outgoing: list[list[bytes]] = []
         """Per link, the frames sent in this turn of the loop: written in one call at its end."""
         self._flushing = False
+        self._closing = False
 
     async def start(
         self, on_frame: Callable[[int, Frame], None], on_lost: Callable[[int], None]
@@ -62,16 +97,16 @@ class Peers:
 
         ``on_lost(i)`` is called when link ``i`` ends: the process at its other end stopped.
         """
+        self._on_frame, self._on_lost = on_frame, on_lost
+        loop = asyncio.get_running_loop()
         for number, sock in enumerate(self._sockets):
             sock.setblocking(False)
-            reader, writer = await asyncio.open_connection(sock=sock)
-            self._writers.append(writer)
-            self._outgoing.append([])
-            self._readers.append(
-                asyncio.get_running_loop().create_task(
-                    self._read(number, reader, on_frame, on_lost)
-                )
+            _transport, link = await loop.connect_accepted_socket(
+                partial(_Link, self, number), sock=sock
             )
+            self._links.append(link)
+            self._outgoing.append([])
+            self._open += 1
 
     def send(self, frame: Frame, link: int | None = None) -> bool:
         """Send ``frame`` on ``link``, or on every link; False if it cannot be encoded (then
@@ -82,7 +117,7 @@ class Peers:
             log.warning("a %s frame could not go to the other processes: %s", frame[0], error)
             return False
         data = len(payload).to_bytes(_HEADER, "big") + payload
-        for number in range(len(self._writers)) if link is None else (link,):
+        for number in range(len(self._links)) if link is None else (link,):
             self._queue(number, data)
         return True
 
@@ -95,51 +130,45 @@ class Peers:
 
     def _flush(self) -> None:
         self._flushing = False
-        for writer, frames in zip(self._writers, self._outgoing, strict=True):
+        for link, frames in zip(self._links, self._outgoing, strict=True):
             if frames:
-                if not writer.is_closing():
-                    writer.write(b"".join(frames))
+                transport = link.transport
+                if transport is not None and not transport.is_closing():
+                    transport.write(b"".join(frames))
                 frames.clear()
 
     @property
     def links(self) -> int:
         """How many links are still open."""
-        return sum(not writer.is_closing() for writer in self._writers)
+        return self._open
 
-    async def _read(
-        self,
-        number: int,
-        reader: asyncio.StreamReader,
-        on_frame: Callable[[int, Frame], None],
-        on_lost: Callable[[int], None],
-    ) -> None:
+    def _received(self, number: int, data: bytes) -> None:
+        """A whole frame (``data`` holds its header) arrived on link ``number``."""
         try:
-            while True:
-                header = await reader.readexactly(_HEADER)
-                payload = await reader.readexactly(int.from_bytes(header, "big"))
-                try:
-                    frame = _decoder.decode(payload)
-                    if frame[0] in self._relay:
-                        for other in range(len(self._writers)):
-                            if other != number:
-                                self._queue(other, header + payload)
-                    on_frame(number, frame)
-                except Exception:  # one bad frame must not end the link
-                    log.exception("a frame from another process could not be handled")
-        except (asyncio.IncompleteReadError, OSError):  # the other end is gone
-            self._writers[number].close()
-            on_lost(number)
+            frame = _decoder.decode(memoryview(data)[_HEADER:])
+            if frame[0] in self._relay:
+                for other in range(len(self._links)):
+                    if other != number:
+                        self._queue(other, data)
+            self._on_frame(number, frame)
+        except Exception:  # one bad frame must not end the link
+            log.exception("a frame from another process could not be handled")
+
+    def _lost(self, number: int) -> None:
+        self._open -= 1
+        if not self._closing:  # this end's own close is no news
+            self._on_lost(number)
 
     def close(self) -> None:
         """Close every link once the frames sent so far are written (the peers see them end)."""
+        self._closing = True
         self._flush()
-        for task in self._readers:
-            task.cancel()
-        for writer in self._writers:
-            writer.close()
+        for link in self._links:
+            if link.transport is not None:
+                link.transport.close()
 
     async def wait_closed(self, timeout: float = 10.0) -> None:
         """Wait, after :meth:`close`, until every frame is written and each link is shut."""
-        for writer in self._writers:
-            with contextlib.suppress(OSError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), timeout)
+        for link in self._links:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(link.closed), timeout)

@@ -63,6 +63,7 @@ class _Job:
     loop: asyncio.AbstractEventLoop | None
     future: asyncio.Future[Receipt] | None = None
     done: threading.Event | None = None
+    answer: Answer | None = None
     results: list[WriteResult] = field(default_factory=list)
     error: BaseException | None = None
     receipt: Receipt | None = None
@@ -98,6 +99,14 @@ def _settle(jobs: list[_Job]) -> None:
             job.future.set_exception(job.error)
         else:
             job.future.set_result(job.receipt)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running on this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class Writer:
@@ -164,6 +173,11 @@ class Writer:
             raise job.error
         return cast(Receipt, job.receipt)
 
+    def hand(self, operations: Sequence[Write], user: str | None, answer: Answer) -> None:
+        """Apply ``operations`` like :meth:`execute`; ``answer`` gets the receipt or the error,
+        on the sync thread, once the commit is on disk (how the write process answers)."""
+        self._submit(_Job(operations, user, None, answer=answer))
+
     def submit(self, operations: Sequence[Write]) -> None:
         """Queue ``operations`` without waiting for them; a failure is only logged."""
         self._submit(_Job(operations, None, None))
@@ -193,9 +207,13 @@ class Writer:
         self._queue.put(job)
 
     def _finish(self, job: _Job, receipt: Receipt | None, error: BaseException | None) -> None:
-        """Answer a delegated ``job`` as if it had been applied here."""
+        """Answer a delegated ``job`` as if it had been applied here (straight away when
+        the answer arrives on the job's own event loop, as it does over a link)."""
         job.receipt, job.error = receipt, error
-        self._answer([job])
+        if job.future is not None and _running_loop() is job.loop:
+            _settle([job])
+        else:
+            self._answer([job])
 
     def _run(self) -> None:
         stopping = False
@@ -348,6 +366,11 @@ class Writer:
         for job in group:
             if job.done is not None:
                 job.done.set()
+            elif job.answer is not None:
+                try:
+                    job.answer(job.receipt, job.error)
+                except Exception:  # one listener's failure must not keep the others waiting
+                    log.exception("answering a write of database %r failed", self.database.name)
             elif job.loop is not None:
                 by_loop.setdefault(job.loop, []).append(job)
             elif job.error is not None:  # submitted without waiting: nobody else will hear
