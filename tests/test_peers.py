@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import pickle
 import socket
+from pathlib import Path
 from typing import Any
 
+from kiln.app import load_app
+from kiln.config import load_config
 from kiln.errors import InternalServerError, NotFound
 from kiln.realtime.peers import Frame, Peers
+from kiln.spawned import _Answers, serve_writes
 from kiln.storage.operations import Put
 from kiln.storage.writer import Receipt
 from kiln.workers import WriteLink
@@ -161,5 +165,95 @@ def test_jobs_of_one_turn_travel_together_and_one_that_cannot_fails_alone() -> N
         assert isinstance(answers["last"][1], NotFound)
         link.close()
         write_process.close()
+
+    asyncio.run(main())
+
+
+def test_the_write_process_answers_after_the_durable_frame_that_covers_them(
+    tmp_path: Path,
+) -> None:
+    """The write process (:func:`serve_writes`) answers the jobs of a ``jobs`` frame in
+    ``done`` frames, each after a ``durable`` frame that covers its versions, however
+    the commits and their answers interleave; the worker's ``bye`` then stops it cleanly."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "schema.graphql").write_text(
+        "type Dog @table @export { id: Int @primaryKey name: String }\n"
+    )
+    config = load_config(app_dir, env={}, overrides={"storage.path": str(tmp_path / "data")})
+    app = load_app(app_dir, config, progress=lambda *_: None)
+
+    async def main() -> bool:
+        worker_end, process_end = socket.socketpair()
+        serving = asyncio.create_task(serve_writes(app, [process_end]))
+        worker = Peers([worker_end])
+        inbox = Inbox()
+        await worker.start(inbox.frame, inbox.ended)
+        sent = 0
+        for turn in range(30):  # a frame per turn, as a worker's link sends them
+            jobs = [
+                ("data", [Put("Dog", sent + n, {"name": f"dog {turn}"})], None) for n in range(10)
+            ]
+            worker.send(["jobs", list(range(sent, sent + 10)), pickle.dumps(jobs)])
+            sent += 10
+            await asyncio.sleep(0)
+        answered: dict[int, Any] = {}
+        await inbox.until(
+            lambda: sum(len(f[1]) for _l, f in inbox.frames if f[0] == "done") == sent
+        )
+        durable = 0
+        for _link, frame in inbox.frames:
+            if frame[0] == "durable":
+                assert frame[1] == "data"
+                durable = max(durable, frame[2])
+                continue
+            assert frame[0] == "done"
+            for number, (receipt, error) in zip(frame[1], pickle.loads(frame[2]), strict=True):
+                assert error is None
+                assert receipt.results[0].version <= durable, (
+                    "an answer came before its durable frame"
+                )
+                answered[number] = receipt
+        assert sorted(answered) == list(range(sent))
+        worker.send(["bye"])
+        worker.close()
+        return await serving
+
+    try:
+        assert asyncio.run(main()) is True
+        with app.databases["data"].read() as txn:
+            assert app.databases["data"].tables["Dog"].count(txn) == 300
+    finally:
+        app.close()
+
+
+def test_answers_given_after_a_second_commit_wait_for_its_durable_frame() -> None:
+    """When two commits are on disk before the write process's loop runs, the answers of
+    the second still follow its own ``durable`` frame, not the first one's."""
+
+    async def main() -> None:
+        worker_end, process_end = socket.socketpair()
+        process = Peers([process_end])
+        await process.start(lambda _link, _frame: None, lambda _link: None)
+        worker = Peers([worker_end])
+        inbox = Inbox()
+        await worker.start(inbox.frame, inbox.ended)
+        answers = _Answers(asyncio.get_running_loop(), process)
+        first, second = answers.to(0, 1), answers.to(0, 2)
+        answers.durable("data", 5)  # as two sync threads' turns would, before the loop runs
+        first(Receipt([], 1), None)
+        answers.durable("data", 9)
+        second(Receipt([], 2), None)
+        await inbox.until(lambda: len(inbox.frames) == 4)
+        assert [frame[:2] for _link, frame in inbox.frames] == [
+            ["durable", "data"],
+            ["done", [1]],
+            ["durable", "data"],
+            ["done", [2]],
+        ]
+        assert [frame[2] for _link, frame in inbox.frames if frame[0] == "durable"] == [5, 9]
+        await answers.all_sent()
+        worker.close()
+        process.close()
 
     asyncio.run(main())

@@ -16,9 +16,9 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -27,6 +27,7 @@ from kiln.errors import InternalServerError, KilnError
 from kiln.realtime.peers import Frame, Peers
 from kiln.serve import exit_now, read_config, serve
 from kiln.storage.writer import Answer, Receipt, Writer
+from kiln.types import Version
 from kiln.workers import BUS_FRAMES, schema_digest
 
 log = logging.getLogger("kiln.workers")
@@ -50,7 +51,7 @@ async def serve_writes(app: App, links: list[socket.socket]) -> bool:
     answers = _Answers(loop, peers)
 
     for name, writer in app.writers.items():
-        writer.on_commit = _durable_sender(loop, peers, name, writer)
+        writer.on_commit = partial(_tell_durable, answers, name, writer)
 
     def received(link: int, frame: Frame) -> None:
         nonlocal said_bye
@@ -95,13 +96,14 @@ async def serve_writes(app: App, links: list[socket.socket]) -> bool:
 
 
 class _Answers:
-    """The write process's answers: collected from the writers' sync threads, and sent
-    on the loop, one ``done`` frame per link for all the answers ready by then."""
+    """The write process's answers and ``durable`` frames, in the order the writers' sync
+    threads give them, sent on the loop: one ``done`` frame per link for the answers
+    between two ``durable`` frames, so that none arrives before the frame that covers it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, peers: Peers):
         self._loop = loop
         self._peers = peers
-        self._ready: list[tuple[int, int, Receipt | None, BaseException | None]] = []
+        self._ready: list[_Said] = []
         self._lock = threading.Lock()
         self._owed = 0
         self._settled = asyncio.Event()
@@ -111,13 +113,16 @@ class _Answers:
         """The answer to job ``number`` of ``link``: call it once, from any thread."""
         self._owed += 1
         self._settled.clear()
-        return partial(self._ready_to_send, link, number)
+        return partial(self._say, link, number)
 
-    def _ready_to_send(
-        self, link: int, number: int, receipt: Receipt | None, error: BaseException | None
-    ) -> None:
+    def durable(self, database: str, version: Version) -> None:
+        """Tell every worker that the writes of ``database`` up to ``version`` are on disk
+        (from any thread), after the answers already given and before those to come."""
+        self._say(-1, 0, database, version)
+
+    def _say(self, link: int, number: int, *said: Any) -> None:
         with self._lock:
-            self._ready.append((link, number, receipt, error))
+            self._ready.append((link, number, said))
             first = len(self._ready) == 1
         if first:
             self._loop.call_soon_threadsafe(self._send)
@@ -125,10 +130,24 @@ class _Answers:
     def _send(self) -> None:
         with self._lock:
             ready, self._ready = self._ready, []
-        by_link: dict[int, list[tuple[int, Receipt | None, BaseException | None]]] = {}
-        for link, number, receipt, error in ready:
-            by_link.setdefault(link, []).append((number, receipt, _travelling(error)))
-        for link, items in by_link.items():
+        answered: dict[int, list[tuple[int, Receipt | None, BaseException | None]]] = {}
+        for link, number, said in ready:
+            if link >= 0:
+                receipt, error = said
+                answered.setdefault(link, []).append((number, receipt, _travelling(error)))
+                self._owed -= 1
+            else:
+                self._send_answers(answered)
+                answered = {}
+                self._peers.send(["durable", *said])
+        self._send_answers(answered)
+        if self._owed == 0:
+            self._settled.set()
+
+    def _send_answers(
+        self, answered: dict[int, list[tuple[int, Receipt | None, BaseException | None]]]
+    ) -> None:
+        for link, items in answered.items():
             results = [(receipt, error) for _number, receipt, error in items]
             try:
                 payload = pickle.dumps(results)
@@ -136,13 +155,15 @@ class _Answers:
                 failed = InternalServerError(f"the write was made; its answer cannot: {failure}")
                 payload = pickle.dumps([_alone(result, failed) for result in results])
             self._peers.send(["done", [number for number, _r, _e in items], payload], link)
-        self._owed -= len(ready)
-        if self._owed == 0:
-            self._settled.set()
 
     async def all_sent(self) -> None:
         """Wait until every job handed so far is answered."""
         await self._settled.wait()
+
+
+_Said = tuple[int, int, tuple[Any, ...]]
+"""What :class:`_Answers` has to send: (link, job number, (receipt, error)) for an answer,
+(-1, 0, (database, version)) for a ``durable`` frame."""
 
 
 def _travelling(error: BaseException | None) -> BaseException | None:
@@ -168,15 +189,9 @@ def _alone(
     return result
 
 
-def _durable_sender(
-    loop: asyncio.AbstractEventLoop, peers: Peers, name: str, writer: Writer
-) -> Callable[[], None]:
-    """A writer's commit listener that tells every worker how far ``name`` is on disk."""
-
-    def committed() -> None:  # on the writer's sync thread
-        loop.call_soon_threadsafe(peers.send, ["durable", name, writer.durable_through])
-
-    return committed
+def _tell_durable(answers: _Answers, database: str, writer: Writer) -> None:
+    """A writer's commit listener (on its sync thread): how far ``database`` is on disk."""
+    answers.durable(database, writer.durable_through)
 
 
 def main(argv: list[str]) -> int:
