@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -315,3 +316,58 @@ def test_config_file_port_and_env_override(tmp_path: Path, processes: list[Runni
     processes.append(server)
     server.wait_ready(env_port)
     assert refused(file_port)
+
+
+def test_a_second_server_on_a_taken_port_stops_instead_of_sharing_it(
+    tmp_path: Path, processes: list[Running]
+) -> None:
+    """granian listens with SO_REUSEPORT (for the workers), which would let a second
+    ``kiln run`` share the port of a running one, each answering some connections. It
+    stops at start instead, naming the setting and what to do, and the first serves on."""
+    port = free_port()
+    first_app = write_app(tmp_path / "first", SCHEMA)
+    first = Running(
+        [str(first_app), "--port", str(port)],
+        clean_env(**ADMIN_ENV),
+        tmp_path,
+        tmp_path / "first.log",
+    )
+    processes.append(first)
+    first.wait_ready(port)
+    second_app = write_app(
+        tmp_path / "second", "type Cat @table @export {\n  id: Int @primaryKey\n}\n"
+    )
+    second = subprocess.run(
+        [sys.executable, "-m", "kiln", "run", str(second_app), "--port", str(port)],
+        env=clean_env(**ADMIN_ENV),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = second.stdout + second.stderr
+    assert second.returncode == 2, output
+    assert f"command line: http.port: cannot listen on 127.0.0.1:{port}" in output
+    assert "Address already in use" in output
+    assert "hint: stop the process that listens there" in output
+    assert "Traceback" not in output
+    assert "kiln serving" not in output  # refused before the banner
+    assert not (second_app / ".kiln").exists() or not any((second_app / ".kiln").rglob("*.mdb"))
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=ADMIN_AUTH, timeout=10) as http:
+        for _ in range(20):  # fresh connections all reach the first server
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as fresh:
+                assert fresh.get("/Cat/").status_code == 404
+        assert http.put("/Dog/1", json={"name": "rex"}).status_code == 204
+
+
+def test_a_port_held_by_another_program_is_a_clear_error(tmp_path: Path) -> None:
+    """A port another program listens on (without SO_REUSEPORT) is reported with the
+    setting's source and a hint, exit 2, not a traceback."""
+    app = write_app(tmp_path / "app", SCHEMA)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = kiln_run(app, "--data", str(tmp_path / "data"), KILN_HTTP_PORT=str(port))
+    assert result.exit_code == 2, result.output
+    assert f"environment: http.port: cannot listen on 127.0.0.1:{port}" in result.output
+    assert "hint:" in result.output

@@ -26,6 +26,7 @@ from granian.server.embed import Server
 from kiln.app import App, load_app
 from kiln.auth.security import create_admin
 from kiln.config import Config, HttpConfig, load_config
+from kiln.errors import ConfigError
 from kiln.http.rest import RestHandler
 from kiln.mqtt.server import start_mqtt
 from kiln.resource import Resource, Table
@@ -42,6 +43,33 @@ durable PUT throughput by about 30% in ``bench.rest``, GET unchanged. 0.2 ms gav
 PUT another 10% or so but cost the MQTT relay a third (``bench.mqtt``, QoS 0: the
 loop relays while the writer logs the messages), so 1 ms it is.
 """
+
+
+def check_http_port(config: Config) -> None:
+    """Refuse to start when ``http.host:http.port`` cannot be listened on.
+
+    granian listens with ``SO_REUSEPORT`` (so that workers share the port), which would
+    let a second server quietly share the port of one already running, each answering
+    some of the connections. A plain bind finds the port taken whatever its listener
+    set; a port left only in ``TIME_WAIT`` by a server just stopped is free.
+
+    Raises:
+        ConfigError: another process listens there, or this user may not.
+    """
+    host, port = config.http.host, config.http.port
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(
+            f"http.port: cannot listen on {host}:{port}: {reason}",
+            file=str(config.source("http.port")),
+            hint="stop the process that listens there (another kiln?), "
+            "or choose another port: --port, or http.port in config.yaml",
+        ) from None
 
 
 def banner(app: App) -> str:
@@ -90,10 +118,12 @@ def open_app(app_dir: Path, overrides: Mapping[str, object]) -> App:
     (:func:`~kiln.auth.security.create_admin`).
 
     Raises:
-        ConfigError: a mistake in the settings or those variables; nothing stays open.
+        ConfigError: a mistake in the settings or those variables, or the HTTP port is
+            taken (:func:`check_http_port`); nothing stays open.
         SchemaError: a mistake in ``schema.graphql``; nothing has been opened.
     """
     config = read_config(app_dir, overrides)
+    check_http_port(config)
     logging.basicConfig(
         level=config.logging.level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
