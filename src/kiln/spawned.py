@@ -25,7 +25,7 @@ import uvloop
 from kiln.app import App, load_app
 from kiln.errors import InternalServerError, KilnError
 from kiln.realtime.peers import Frame, Peers
-from kiln.serve import exit_now, read_config, serve
+from kiln.serve import exit_now, keep_loaded_objects, read_config, serve
 from kiln.storage.writer import Answer, Receipt, Writer
 from kiln.types import Version
 from kiln.workers import BUS_FRAMES, schema_digest
@@ -88,6 +88,7 @@ async def serve_writes(app: App, links: list[socket.socket]) -> bool:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, lambda: None)
     await peers.start(received, lost)
+    keep_loaded_objects()
     await done.wait()
     await answers.all_sent()  # the workers still linked hear how their writes went
     peers.close()  # then they see the write process leave, and stop
