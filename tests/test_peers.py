@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import pickle
 import socket
 from pathlib import Path
@@ -146,9 +147,9 @@ def test_jobs_of_one_turn_travel_together_and_one_that_cannot_fails_alone() -> N
         link.forward("data", [Put("Dog", 2, {"name": lambda: 0})], None, answer("unpicklable"))
         link.forward("data", [Put("Dog", 3, {"name": "three"})], None, answer("last"))
         await inbox.until(lambda: len(inbox.frames) == 1)
-        _link, (kind, numbers, payload) = inbox.frames[0]
+        _link, (kind, numbers, payloads) = inbox.frames[0]
         assert kind == "jobs" and len(numbers) == 2
-        assert pickle.loads(payload) == [
+        assert [pickle.loads(payload) for payload in payloads] == [
             ("data", [Put("Dog", 1, {"name": "one"})], "ann"),
             ("data", [Put("Dog", 3, {"name": "three"})], None),
         ]
@@ -192,9 +193,10 @@ def test_the_write_process_answers_after_the_durable_frame_that_covers_them(
         sent = 0
         for turn in range(30):  # a frame per turn, as a worker's link sends them
             jobs = [
-                ("data", [Put("Dog", sent + n, {"name": f"dog {turn}"})], None) for n in range(10)
+                pickle.dumps(("data", [Put("Dog", sent + n, {"name": f"dog {turn}"})], None))
+                for n in range(10)
             ]
-            worker.send(["jobs", list(range(sent, sent + 10)), pickle.dumps(jobs)])
+            worker.send(["jobs", list(range(sent, sent + 10)), jobs])
             sent += 10
             await asyncio.sleep(0)
         answered: dict[int, Any] = {}
@@ -224,6 +226,58 @@ def test_the_write_process_answers_after_the_durable_frame_that_covers_them(
         with app.databases["data"].read() as txn:
             assert app.databases["data"].tables["Dog"].count(txn) == 300
     finally:
+        gc.unfreeze()  # serve_writes froze this test process's objects
+        app.close()
+
+
+def test_a_job_the_write_process_cannot_take_fails_alone(tmp_path: Path) -> None:
+    """A job that does not unpickle, has the wrong shape or names no database gets its own
+    500; the other jobs of its frame are made, and ``bye`` still stops the write process."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "schema.graphql").write_text("type Dog @table { id: Int @primaryKey }\n")
+    config = load_config(app_dir, env={}, overrides={"storage.path": str(tmp_path / "data")})
+    app = load_app(app_dir, config, progress=lambda *_: None)
+
+    async def main() -> tuple[bool, dict[int, Any]]:
+        worker_end, process_end = socket.socketpair()
+        serving = asyncio.create_task(serve_writes(app, [process_end]))
+        worker = Peers([worker_end])
+        inbox = Inbox()
+        await worker.start(inbox.frame, inbox.ended)
+        payloads = [
+            pickle.dumps(("data", [Put("Dog", 1, {})], None)),
+            b"not a pickle",
+            pickle.dumps(("data", [Put("Dog", 2, {})])),  # no user
+            pickle.dumps(("nowhere", [Put("Dog", 3, {})], None)),
+            pickle.dumps(("data", [Put("Dog", 4, {})], None)),
+        ]
+        worker.send(["jobs", [0, 1, 2, 3, 4], payloads])
+        answers: dict[int, Any] = {}
+
+        def count() -> int:
+            for _link, frame in inbox.frames:
+                if frame[0] == "done":
+                    answers.update(zip(frame[1], pickle.loads(frame[2]), strict=True))
+            return len(answers)
+
+        await inbox.until(lambda: count() == 5)
+        worker.send(["bye"])
+        worker.close()
+        return await serving, answers
+
+    try:
+        clean, answers = asyncio.run(main())
+        assert clean is True
+        assert answers[0][1] is None and answers[4][1] is None
+        for number in (1, 2, 3):
+            receipt, error = answers[number]
+            assert receipt is None and isinstance(error, InternalServerError), answers[number]
+            assert error.detail.startswith("the write could not be made")
+        with app.databases["data"].read() as txn:
+            assert app.databases["data"].tables["Dog"].count(txn) == 2
+    finally:
+        gc.unfreeze()
         app.close()
 
 

@@ -58,23 +58,22 @@ async def serve_writes(app: App, links: list[socket.socket]) -> bool:
         if frame[0] == "bye":
             said_bye = True
         elif frame[0] == "jobs":
-            _kind, numbers, payload = frame
-            try:
-                jobs = pickle.loads(payload)
-            except Exception as error:  # pragma: no cover - a worker pickled them
-                jobs = [error] * len(numbers)
-            for number, job in zip(numbers, jobs, strict=True):
-                answer = answers.to(link, number)
-                if not clean:  # worker 1 is gone: the server is stopping
-                    answer(None, InternalServerError("kiln is stopping"))
-                elif isinstance(job, Exception):  # pragma: no cover - as above
-                    answer(None, InternalServerError(f"the write could not be read: {job}"))
-                else:
-                    database, operations, user = job
-                    try:
-                        app.writers[database].hand(operations, user, answer)
-                    except Exception as error:  # refused before it was queued (a closed writer)
-                        answer(None, error)
+            _kind, numbers, payloads = frame
+            for number, payload in zip(numbers, payloads, strict=True):
+                take(link, number, payload)
+
+    def take(link: int, number: int, payload: bytes) -> None:
+        """Hand one job to its database's writer; whatever goes wrong is its answer."""
+        answer = answers.to(link, number)
+        try:
+            if not clean:  # worker 1 is gone: the server is stopping
+                raise InternalServerError("kiln is stopping")
+            database, operations, user = pickle.loads(payload)
+            app.writers[database].hand(operations, user, answer)
+        except KilnError as error:
+            answer(None, error)
+        except Exception as error:  # a job that does not rebuild here, or a closed writer
+            answer(None, InternalServerError(f"the write could not be made: {error}"))
 
     def lost(link: int) -> None:
         nonlocal clean

@@ -220,24 +220,23 @@ class WriteLink:
             self._loop.call_soon(self._send_batch)
 
     def _send_batch(self) -> None:
-        """Send the jobs of this turn of the loop as one frame: one pickle for them all."""
+        """Send the jobs of this turn of the loop in one frame, each pickled on its own so
+        that one that cannot travel (a value of the app's own) fails alone, at once."""
         batch, self._batch = self._batch, []
-        try:
-            payload = pickle.dumps([job[1:] for job in batch])
-        except Exception:  # a value of the app's own that cannot travel: fail only its job
-            batch = [job for job in batch if self._travels(job)]
-            payload = pickle.dumps([job[1:] for job in batch])
-        if batch:
-            self.peers.send(["jobs", [job[0] for job in batch], payload])
-
-    def _travels(self, job: _Outgoing) -> bool:
-        try:
-            pickle.dumps(job[1:])
-        except Exception as error:
-            answer = self._pending.pop(job[0])
-            answer(None, InternalServerError(f"the write cannot go to the write process: {error}"))
-            return False
-        return True
+        numbers, payloads = [], []
+        for number, database, operations, user in batch:
+            try:
+                payloads.append(pickle.dumps((database, operations, user)))
+            except Exception as error:
+                answer = self._pending.pop(number, None)
+                if answer is not None:
+                    message = f"the write cannot go to the write process: {error}"
+                    answer(None, InternalServerError(message))
+            else:
+                numbers.append(number)
+        if numbers:
+            self.peers.send(["jobs", numbers, payloads])
+            self.peers.flush()  # already the end of the turn: no need to wait for another
 
     def _received(self, _link: int, frame: Frame) -> None:
         if frame[0] == "done":

@@ -126,9 +126,10 @@ class Peers:
         self._outgoing[link].append(data)
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the frames sent so far now, not at the end of this turn of the loop."""
         self._flushing = False
         for link, frames in zip(self._links, self._outgoing, strict=True):
             if frames:
@@ -162,7 +163,7 @@ class Peers:
     def close(self) -> None:
         """Close every link once the frames sent so far are written (the peers see them end)."""
         self._closing = True
-        self._flush()
+        self.flush()
         for link in self._links:
             if link.transport is not None:
                 link.transport.close()
