@@ -72,19 +72,25 @@ def check_http_port(config: Config) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as error:
-        reason = error.strerror or str(error)
+        key, hint = (
+            "http.port",
+            (
+                "stop the process that listens there (another kiln?), "
+                "or choose another port: --port, or http.port in config.yaml"
+            ),
+        )
         if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
-            raise ConfigError(
-                f"http.host: cannot listen on {address}: {reason}",
-                file=str(config.source("http.host")),
-                hint="use an address of this machine: 127.0.0.1 (this machine only), "
-                "0.0.0.0 (every interface) or one of its own",
-            ) from None
+            key, hint = (
+                "http.host",
+                (
+                    "use an address of this machine: 127.0.0.1 (this machine only), "
+                    "0.0.0.0 (every interface) or one of its own"
+                ),
+            )
         raise ConfigError(
-            f"http.port: cannot listen on {address}: {reason}",
-            file=str(config.source("http.port")),
-            hint="stop the process that listens there (another kiln?), "
-            "or choose another port: --port, or http.port in config.yaml",
+            f"{key}: cannot listen on {address}: {error.strerror or error}",
+            file=str(config.source(key)),
+            hint=hint,
         ) from None
 
 
