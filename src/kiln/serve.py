@@ -52,6 +52,15 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+_LISTEN_HINTS = {
+    "http.port": "stop the process that listens there (another kiln?), "
+    "or choose another port: --port, or http.port in config.yaml",
+    "http.host": "use an address of this machine: 127.0.0.1 (this machine only), "
+    "0.0.0.0 (every interface) or one of its own",
+}
+"""What to do when the HTTP address cannot be listened on, by the setting at fault."""
+
+
 def check_http_port(config: Config) -> None:
     """Refuse to start when ``http.host:http.port`` cannot be listened on.
 
@@ -72,25 +81,12 @@ def check_http_port(config: Config) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as error:
-        key, hint = (
-            "http.port",
-            (
-                "stop the process that listens there (another kiln?), "
-                "or choose another port: --port, or http.port in config.yaml"
-            ),
-        )
-        if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
-            key, hint = (
-                "http.host",
-                (
-                    "use an address of this machine: 127.0.0.1 (this machine only), "
-                    "0.0.0.0 (every interface) or one of its own"
-                ),
-            )
+        wrong_host = isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL
+        key = "http.host" if wrong_host else "http.port"
         raise ConfigError(
             f"{key}: cannot listen on {address}: {error.strerror or error}",
             file=str(config.source(key)),
-            hint=hint,
+            hint=_LISTEN_HINTS[key],
         ) from None
 
 
