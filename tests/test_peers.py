@@ -15,7 +15,7 @@ from kiln.config import load_config
 from kiln.errors import InternalServerError, NotFound
 from kiln.realtime.peers import Frame, Peers
 from kiln.spawned import _Answers, serve_writes
-from kiln.storage.operations import Put
+from kiln.storage.operations import Put, WriteResult
 from kiln.storage.writer import Receipt
 from kiln.workers import WriteLink
 
@@ -306,6 +306,36 @@ def test_answers_given_after_a_second_commit_wait_for_its_durable_frame() -> Non
             ["done", [2]],
         ]
         assert [frame[2] for _link, frame in inbox.frames if frame[0] == "durable"] == [5, 9]
+        await answers.all_sent()
+        worker.close()
+        process.close()
+
+    asyncio.run(main())
+
+
+def test_an_answer_that_cannot_travel_is_a_500_and_the_others_arrive() -> None:
+    """A receipt that pickle cannot take (a value of the app's own in the record) becomes a
+    500 saying the write was made; the other answers of its frame arrive intact."""
+
+    async def main() -> None:
+        worker_end, process_end = socket.socketpair()
+        process = Peers([process_end])
+        await process.start(lambda _link, _frame: None, lambda _link: None)
+        worker = Peers([worker_end])
+        inbox = Inbox()
+        await worker.start(inbox.frame, inbox.ended)
+        answers = _Answers(asyncio.get_running_loop(), process)
+        good, bad = answers.to(0, 1), answers.to(0, 2)
+        good(Receipt([], 1), None)
+        bad(Receipt([WriteResult(2, 9, {"id": 2, "hook": lambda: 0}, True)], 2), None)
+        await inbox.until(lambda: len(inbox.frames) == 1)
+        _link, (kind, numbers, payload) = inbox.frames[0]
+        assert (kind, numbers) == ("done", [1, 2])
+        first, second = pickle.loads(payload)
+        assert first == (Receipt([], 1), None)
+        receipt, error = second
+        assert receipt is None and isinstance(error, InternalServerError)
+        assert error.detail.startswith("the write was made; its answer cannot")
         await answers.all_sent()
         worker.close()
         process.close()
