@@ -19,6 +19,10 @@ MATCH_ANY: Version = -1
 MATCH_NONE: Version = -2
 """An ``if_version`` precondition that only an absent record satisfies (``If-None-Match: *``)."""
 
+Precondition: TypeAlias = Version | frozenset[Version]
+"""An ``if_version``: the version the record must be at, or several it may be at (an
+``If-Match`` that lists more than one ETag); :data:`MATCH_ANY` or :data:`MATCH_NONE`."""
+
 VERSION_COUNTER_BITS = 16
 """A version's low bits that count writes within one millisecond; the bits above are the time."""
 

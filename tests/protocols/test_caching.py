@@ -117,3 +117,34 @@ def test_if_match_on_a_missing_record_is_412(http: httpx.Client, method: str) ->
     body = {"age": 1} if method == "PATCH" else None
     assert_problem(http.request(method, path, json=body, headers={"if-match": "*"}), 412)
     assert http.get(path).status_code == 404
+
+
+@pytest.mark.parametrize("listed", ['"1", {etag}', '{etag},"2"', '"1", W/"3", {etag}'])
+def test_an_if_match_list_holding_the_current_etag_matches(http: httpx.Client, listed: str) -> None:
+    path, etag = stored(http, {"name": "listed"})
+    response = http.put(
+        path, json={"name": "changed"}, headers={"if-match": listed.format(etag=etag)}
+    )
+    assert response.status_code == 204, response.text
+    assert http.get(path).json()["name"] == "changed"
+
+
+@pytest.mark.parametrize(
+    ("condition", "words"),
+    [
+        ('"1", "2"', "not at any of the versions 1, 2"),
+        ("W/{etag}", "a version the precondition names"),
+        ("garbage", 'an ETag is a quoted number like "123"'),
+    ],
+)
+def test_an_if_match_without_the_current_strong_etag_is_412_and_says_why(
+    http: httpx.Client, condition: str, words: str
+) -> None:
+    path, etag = stored(http, {"name": "kept"})
+    header = condition.format(etag=etag)
+    response = http.put(path, json={"name": "lost"}, headers={"if-match": header})
+    assert_problem(response, 412)
+    assert words in response.json()["detail"]
+    after = http.get(path)
+    assert after.json()["name"] == "kept"
+    assert after.headers["etag"] == etag

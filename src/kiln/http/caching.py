@@ -11,24 +11,32 @@ from __future__ import annotations
 from email.utils import formatdate
 from functools import lru_cache
 
-from kiln.types import MATCH_ANY, Version, version_millis
+from kiln.types import MATCH_ANY, Precondition, version_millis
 
 
-def if_match_version(value: str | None) -> Version | None:
-    """The version an ``If-Match`` header asks for.
+def if_match_version(value: str | None) -> Precondition | None:
+    """The version an ``If-Match`` header asks for, or the versions when it lists several.
 
-    ``*`` matches any existing version; a tag that is no version of kiln's (0) matches none.
+    ``*`` matches any existing version. ETags are compared strongly (RFC 9110): a weak
+    one (``W/"1"``) matches nothing, as does a tag that is no version of kiln's; both
+    leave 0, which no record is at.
 
-    >>> if_match_version('"42"'), if_match_version('W/"nope"')
-    (42, 0)
+    >>> if_match_version('"42"'), if_match_version('W/"42"'), if_match_version('"1", "2"')
+    (42, 0, frozenset({1, 2}))
     """
     if value is None:
         return None
     value = value.strip()
     if value == "*":
         return MATCH_ANY
-    tag = value.removeprefix("W/").strip('"')
-    return int(tag) if tag.isdigit() else 0
+    versions = set()
+    for tag in value.split(","):
+        tag = tag.strip()
+        if len(tag) > 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit():
+            versions.add(int(tag[1:-1]))
+    if len(versions) > 1:
+        return frozenset(versions)
+    return versions.pop() if versions else 0
 
 
 def not_modified(if_none_match: str | None, etag: str) -> bool:

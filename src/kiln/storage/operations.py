@@ -21,7 +21,7 @@ from kiln.schema import TableDef
 from kiln.storage.audit import AuditEntry, Kind
 from kiln.storage.database import Database
 from kiln.storage.table import TableStore
-from kiln.types import MATCH_ANY, MATCH_NONE, Key, Record, Version, version_millis
+from kiln.types import MATCH_ANY, MATCH_NONE, Key, Precondition, Record, Version, version_millis
 
 
 # Not frozen, though never changed: made for every write, and a frozen dataclass's
@@ -33,7 +33,7 @@ class Put:
     table: str
     key: Key
     record: Record
-    if_version: Version | None = None
+    if_version: Precondition | None = None
 
 
 # Not frozen, though never changed: made for every write, and a frozen dataclass's
@@ -56,7 +56,7 @@ class Patch:
     table: str
     key: Key
     changes: Record
-    if_version: Version | None = None
+    if_version: Precondition | None = None
 
 
 # Not frozen, though never changed: made for every write, and a frozen dataclass's
@@ -67,7 +67,7 @@ class Delete:
 
     table: str
     key: Key
-    if_version: Version | None = None
+    if_version: Precondition | None = None
 
 
 Operation = Put | Insert | Patch | Delete
@@ -167,10 +167,19 @@ def _stamped(
 
 
 def _check_version(
-    definition: TableDef, key: Key, stored: Version | None, expected: Version | None
+    definition: TableDef, key: Key, stored: Version | None, expected: Precondition | None
 ) -> None:
     if expected is None or (expected == MATCH_ANY and stored is not None):
         return
+    if isinstance(expected, frozenset):
+        if stored in expected:
+            return
+        found = "does not exist" if stored is None else f"is at version {stored}"
+        listed = ", ".join(str(version) for version in sorted(expected))
+        raise PreconditionFailed(
+            f"{definition.name} {key!r} {found}, not at any of the versions {listed}; "
+            "read it again and retry with its current ETag"
+        )
     if expected == MATCH_NONE:
         if stored is not None:
             raise PreconditionFailed(
@@ -180,7 +189,12 @@ def _check_version(
         return
     if stored != expected:
         found = "does not exist" if stored is None else f"is at version {stored}"
-        wanted = "any version" if expected == MATCH_ANY else f"version {expected}"
+        if expected == MATCH_ANY:
+            wanted = "any version"
+        elif expected == 0:  # what an If-Match that names no version of kiln's becomes
+            wanted = 'a version the precondition names (an ETag is a quoted number like "123")'
+        else:
+            wanted = f"version {expected}"
         raise PreconditionFailed(
             f"{definition.name} {key!r} {found}, not at {wanted}; "
             "read it again and retry with its current ETag"
