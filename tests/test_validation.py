@@ -691,3 +691,80 @@ def test_empty_table_schema_object() -> None:
     schema = Schema(tables={}, types={})
     pet = parse_schema("type Pet @table @sealed").tables["Pet"]
     assert validate_record(pet, schema, {"id": "a"}) == {"id": "a"}
+
+
+# --------------------------------------------------------------------------- what JSON cannot show
+
+
+def test_a_bigint_of_more_digits_than_json_can_show_is_refused() -> None:
+    assert thing(big=10**4299)["big"] == 10**4299
+    assert thing(big=-(10**4299) - 1)["big"] == -(10**4299) - 1
+    error = thing_error("big", 10**4300)
+    assert error.path == "$.big"
+    assert "more than 4,300 digits" in error.message
+    assert "more than 4,300 digits" in thing_error("big", -(10**4300)).message
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "words"),
+    [
+        (math.nan, "$.any", "NaN, which JSON cannot carry"),
+        ([1, {"x": math.inf}], "$.any[1].x", "Infinity, which JSON cannot carry"),
+        ({"a b": [-math.inf]}, '$.any["a b"][0]', "-Infinity"),
+        ({"n": 10**4300}, "$.any.n", "over the 4,300 a stored number may have"),
+    ],
+)
+def test_any_refuses_what_json_cannot_carry_naming_where(value: Any, path: str, words: str) -> None:
+    error = thing_error("any", value)
+    assert error.path == path
+    assert words in error.message
+
+
+def test_any_reports_every_such_value_in_body_order() -> None:
+    errors = errors_of("Thing", {"names": [], "any": [math.nan, 1, {"b": math.inf}, math.nan]})
+    assert [error.path for error in errors] == ["$.any[0]", "$.any[2].b", "$.any[3]"]
+
+
+def test_any_keeps_every_json_value_and_what_binary_formats_add() -> None:
+    value = {
+        "n": [1, -2.5, "x", None, True, {"deep": [[]]}],
+        "at": datetime(2024, 1, 1, tzinfo=UTC),
+    }
+    assert thing(any=value)["any"] == value
+
+
+def test_any_nests_at_most_a_hundred_levels() -> None:
+    def nested(levels: int) -> Any:
+        value: Any = 1
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    assert thing(any=nested(100))["any"] == nested(100)
+    error = thing_error("any", nested(101))
+    assert error.path == "$.any" + "[0]" * 100
+    assert "more than 100 levels deep" in error.message
+
+
+def test_undeclared_attributes_of_an_unsealed_table_are_checked_like_any() -> None:
+    errors = errors_of("Thing", {"names": [], "note": {"x": math.nan}, "big": 10**4300})
+    assert {error.path for error in errors} == {"$.note.x", "$.big"}
+
+
+def test_a_type_that_contains_itself_sent_too_deep_is_one_clear_error() -> None:
+    tree: dict[str, Any] = {"value": 1}
+    for _ in range(2000):
+        tree = {"children": [tree]}
+    errors = errors_of("Thing", {"names": [], "tree": tree})
+    assert len(errors) == 1
+    assert errors[0].path == "$"
+    assert "too deep to check" in errors[0].message
+
+
+@pytest.mark.parametrize("sent", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-02:00"])
+def test_a_date_whose_offset_leaves_the_years_1_to_9999_is_refused(sent: str) -> None:
+    error = thing_error("d", sent)
+    assert error.path == "$.d"
+    assert "outside the years 1 to 9999 in UTC" in error.message
+    moment = datetime.fromisoformat(sent)
+    assert "outside the years 1 to 9999" in thing_error("d", moment).message

@@ -12,12 +12,13 @@ See :mod:`kiln.transaction` for what reads see and for ``if_version``.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from kiln.errors import BadRequest, KilnError
+from kiln.errors import BadRequest, FieldError, KilnError, ValidationError
 from kiln.query import Query, parse_query
 from kiln.query.binder import bind
 from kiln.query.executor import CHUNK, Results, Source
@@ -42,14 +43,39 @@ def validated(
         ValidationError: ``data`` does not fit the table.
         BadRequest: the record's primary key differs from ``key``.
     """
-    record = validate_record(definition, schema, data, partial=partial)
     primary_key = definition.primary_key
+    try:
+        record = validate_record(definition, schema, data, partial=partial)
+    except ValidationError as error:
+        # Tell the key's mismatch in the same answer as the other mistakes.
+        sent = data.get(primary_key) if key is not None and isinstance(data, dict) else None
+        if sent is None or any(field.path == f"$.{primary_key}" for field in error.errors):
+            raise
+        checked = validate_record(definition, schema, {primary_key: sent}, partial=True)
+        if checked[primary_key] == key:
+            raise
+        errors = [*error.errors, FieldError(f"$.{primary_key}", _differs(primary_key, sent, key))]
+        raise ValidationError(
+            f"{len(errors)} invalid fields in the {definition.name} record",
+            errors=errors,
+            hint=error.hint,
+        ) from None
     if key is not None and primary_key in record and record[primary_key] != key:
-        raise BadRequest(
-            f"the body's {primary_key} ({record[primary_key]!r}) differs from the URL's "
-            f"({key!r}); leave it out or make them match"
-        )
+        raise BadRequest(_differs(primary_key, record[primary_key], key))
     return record
+
+
+def _differs(primary_key: str, sent: Any, key: Key) -> str:
+    """Why a body's primary key that is not the URL's is refused (values shown as JSON)."""
+    return (
+        f"the body's {primary_key} ({_json(sent)}) differs from the URL's ({_json(key)}); "
+        "leave it out or make them match"
+    )
+
+
+def _json(value: Any) -> str:
+    """``value`` as JSON shows it, for a message (a key: text or a number)."""
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def search(table: type[Table], query: Query, *, estimate: bool = False) -> Results:

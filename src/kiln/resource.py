@@ -41,7 +41,7 @@ from kiln.storage.operations import (
 from kiln.storage.table import TableStore
 from kiln.storage.writer import Writer
 from kiln.transaction import current, transaction
-from kiln.types import Key, Record, Version
+from kiln.types import Key, Precondition, Record, Version
 
 SEAM_METHODS = ("get", "put", "post", "patch", "delete")
 """The methods of the seam that HTTP reaches, in the order ``Allow`` lists them."""
@@ -124,7 +124,7 @@ class RequestTarget(NamedTuple):
     is_collection: bool
     query: Query
     context: Context
-    if_version: Version | None = None
+    if_version: Precondition | None = None
     subscription: SubscribeOptions = SubscribeOptions()
 
 
@@ -616,25 +616,31 @@ class Table(Resource):
 
         Raises:
             NotFound: ``text`` cannot be a key of this table (``abc`` for an Int key).
-            BadRequest: the key is too long to store.
+            BadRequest: the key is too long to store, or its %-escapes are not UTF-8.
         """
+        if _REPLACED in text:
+            raise BadRequest(
+                f"the key in {self.path}/{text} is not UTF-8 text once its %-escapes are "
+                "decoded (or holds U+FFFD, which kiln cannot tell from an escape that is not "
+                "UTF-8); percent-encode the UTF-8 bytes of the key"
+            )
         key_type = self.definition.primary_key_type
         try:
             key = parse_key(text, key_type)
         except ValueError as error:
             raise NotFound(
-                f"no {self.definition.name} record has the key {text!r}: "
+                f"no {self.definition.name} record has the key {text!r}, and none can: "
                 f"its keys are {key_type} ({error})"
             ) from None
         return self._storable(key)
 
     def _addressable(self, key: Key) -> Key:
         """``key`` itself, once a URL can name it: POST must not create what GET cannot reach."""
-        if isinstance(key, str) and (not key or key.endswith("/")):
+        if isinstance(key, str) and (not key or key.endswith("/") or _REPLACED in key):
             raise BadRequest(
                 f"the {self.definition.primary_key} {key!r} cannot be a key: no URL could "
-                "name it (keys are not empty and do not end with '/'); choose another or "
-                "leave it out to generate one"
+                "name it (keys are not empty, do not end with '/' and do not hold U+FFFD, "
+                "the replacement character); choose another or leave it out to generate one"
             )
         return self._storable(key)
 
@@ -658,6 +664,10 @@ class Table(Resource):
                 f"{error}; use a shorter key"
             ) from None
         return key
+
+
+_REPLACED = "\ufffd"
+"""What an HTTP server puts for a %-escape that is not UTF-8, so no key may hold it."""
 
 
 def _bus(resource: Resource) -> ChangeBus:

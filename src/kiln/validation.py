@@ -36,6 +36,13 @@ INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 """The range of a ``Long`` attribute (64-bit)."""
 _SAFE_FLOAT_INT = 2**53  # beyond this a float is no longer an exact whole number
+MAX_DIGITS = 4300
+"""The most decimal digits of a stored whole number: Python's own limit for turning an
+integer into text (``sys.get_int_max_str_digits``), so every stored number can be sent as
+JSON. Only CBOR and MessagePack bodies can carry a longer one."""
+_DIGITS_BOUND = 10**MAX_DIGITS
+MAX_FREE_DEPTH = 100
+"""The deepest nesting of arrays and objects in an ``Any`` value or an undeclared attribute."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DECIMAL = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
@@ -231,9 +238,10 @@ def _check_int(type_name: str, low: int, high: int, wider: str) -> _Check:
 
 
 def _check_bigint(value: Any) -> Any:
-    if type(value) is int:
-        return value
-    return _whole("BigInt", value)
+    number = value if type(value) is int else _whole("BigInt", value)
+    if -_DIGITS_BOUND < number < _DIGITS_BOUND:
+        return number
+    raise _expects("BigInt", value, f", which has more than {MAX_DIGITS:,} digits")
 
 
 def _check_float(value: Any) -> Any:
@@ -267,7 +275,7 @@ def _check_date(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return _in_utc(value)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if isinstance(value, str):
@@ -282,7 +290,7 @@ def _check_date(value: Any) -> Any:
             ) from None
         if parsed.tzinfo is None:
             return parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
+        return _in_utc(parsed)
     if isinstance(value, int | float) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
             raise _expects("Date", value)
@@ -296,6 +304,20 @@ def _check_date(value: Any) -> Any:
                 "send the milliseconds since 1970-01-01 UTC",
             ) from None
     raise _expects("Date", value)
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """``moment`` (which has an offset) in UTC, or reject it when UTC takes it past year 9999
+    or before year 1."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise _expects(
+            "Date",
+            moment,
+            ", which is outside the years 1 to 9999 in UTC",
+            "send a moment from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z",
+        ) from None
 
 
 def _check_bytes(value: Any) -> Any:
@@ -316,8 +338,53 @@ def _check_bytes(value: Any) -> Any:
     raise _expects("Bytes", value)
 
 
-def _check_any(value: Any) -> Any:
+def _check_free(value: Any, path: str, errors: list[FieldError]) -> Any:
+    """Check a value of no declared shape (``Any``, or an undeclared attribute): whatever a
+    body format can carry, except what JSON cannot show (NaN, Infinity, a number of more
+    than :data:`MAX_DIGITS` digits) and nesting deeper than :data:`MAX_FREE_DEPTH`."""
+    pending = [(value, path, 0)]
+    while pending:
+        item, where, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = ((_child(where, key), child) for key, child in item.items())
+        elif isinstance(item, list | tuple):
+            children = ((f"{where}[{index}]", child) for index, child in enumerate(item))
+        else:
+            problem = _unstorable(item)
+            if problem is not None:
+                errors.append(FieldError(where, f"`{_label(where)}` {problem}"))
+            continue
+        if depth == MAX_FREE_DEPTH:
+            errors.append(
+                FieldError(
+                    where,
+                    f"`{_label(where)}` nests arrays and objects more than {MAX_FREE_DEPTH} "
+                    "levels deep; flatten it",
+                )
+            )
+            continue
+        # Reversed onto the stack, so that the errors come in the order of the body.
+        pending.extend(reversed([(child, at, depth + 1) for at, child in children]))
     return value
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why a scalar inside a free value cannot be stored, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return (
+            f"is {_brief(value)}, which JSON cannot carry; send a finite number or null "
+            "(NaN and Infinity cannot be stored)"
+        )
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not -_DIGITS_BOUND < value < _DIGITS_BOUND
+    ):
+        return (
+            f"is {_brief(value)}, over the {MAX_DIGITS:,} a stored number may have; "
+            "send it as a string"
+        )
+    return None
 
 
 _SCALAR_CHECKS: dict[str, _Check] = {
@@ -330,8 +397,8 @@ _SCALAR_CHECKS: dict[str, _Check] = {
     "Boolean": _check_boolean,
     "Date": _check_date,
     "Bytes": _check_bytes,
-    "Any": _check_any,
 }
+"""The checker of each scalar type but ``Any``, whose values are composite (:func:`_check_free`)."""
 
 
 # --------------------------------------------------------------------------- composite checkers
@@ -397,7 +464,13 @@ class _ObjectValidator:
                 errors=[FieldError("$", message)],
             )
         errors: list[FieldError] = []
-        record = self.check_object(data, "$", errors, partial)
+        try:
+            record = self.check_object(data, "$", errors, partial)
+        except RecursionError:  # a type that contains itself, sent nested hundreds deep
+            message = "nests objects hundreds of levels deep, too deep to check; flatten it"
+            raise ValidationError(
+                f"the {self.name} record {message}", errors=[FieldError("$", message)]
+            ) from None
         if errors:
             count = len(errors)
             raise ValidationError(
@@ -430,7 +503,7 @@ class _ObjectValidator:
                 elif self.sealed:
                     errors.append(self.undeclared(key, prefix))
                 else:
-                    out[key] = value
+                    out[key] = _check_free(value, _child(prefix, key), errors)
                 continue
             check, composite, required, suffix, type_ref, dropped = spec
             if dropped:
@@ -536,8 +609,11 @@ class _Compiler:
 
     def checker(self, type_ref: TypeRef) -> tuple[Any, bool]:
         """The checker of a type, and whether it is composite (takes a path and errors)."""
-        if type_ref.name in SCALARS:
-            item: Any = _SCALAR_CHECKS[type_ref.name]
+        if type_ref.name == "Any":
+            item: Any = _check_free
+            item_composite = True
+        elif type_ref.name in SCALARS:
+            item = _SCALAR_CHECKS[type_ref.name]
             item_composite = False
         else:
             item = self.object_type(type_ref.name).check_nested

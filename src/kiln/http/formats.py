@@ -23,6 +23,9 @@ import dataclasses
 import io
 import itertools
 import json
+import math
+import re
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -115,9 +118,16 @@ def _decode_json(body: bytes) -> Any:
         ) from None
 
 
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?')
+"""A JSON string or number: what :func:`_out_of_range` scans, so digits inside a string are
+never taken for a number."""
+
+
 def _json_problem(body: bytes, error: msgspec.DecodeError) -> str:
     """What is wrong with ``body``, with a position where msgspec's message lacks one."""
     problem = str(error)
+    if "out of range" in problem:
+        return _out_of_range(body) or problem
     if "truncated" not in problem:
         return problem
     try:  # msgspec says "truncated" both for a cut-off body and for a lone surrogate escape
@@ -127,6 +137,28 @@ def _json_problem(body: bytes, error: msgspec.DecodeError) -> str:
     except UnicodeDecodeError as decode_error:
         return f"it is not UTF-8 (byte {decode_error.start})"
     return "it contains an unpaired surrogate escape (such as \\ud800); send whole UTF-16 pairs"
+
+
+def _out_of_range(body: bytes) -> str | None:
+    """Where the first number too large to read is in ``body``, and what to send instead."""
+    for token in _JSON_TOKEN.finditer(body):
+        text = token.group()
+        if text.startswith(b'"'):
+            continue
+        whole = not any(mark in text for mark in b".eE")
+        if whole and len(text.lstrip(b"-")) > sys.get_int_max_str_digits() > 0:
+            return (
+                f"the whole number at byte {token.start()} has {len(text.lstrip(b'-')):,} "
+                f"digits, over the {sys.get_int_max_str_digits():,} kiln reads; "
+                "send it as a string of digits"
+            )
+        if not whole and math.isinf(float(text)):
+            shown = text.decode() if len(text) <= 24 else text[:21].decode() + "..."
+            return (
+                f"the number at byte {token.start()} ({shown}) is too large for a 64-bit "
+                "float; send a smaller one, or a string"
+            )
+    return None
 
 
 # --------------------------------------------------------------------------- plain data
