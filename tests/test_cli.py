@@ -7,6 +7,7 @@ server that must listen runs as a ``python -m kiln run`` subprocess.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -377,3 +378,154 @@ def test_a_host_that_is_no_address_of_this_machine_names_http_host(tmp_path: Pat
     assert result.exit_code == 2, result.output
     assert "command line: http.host: cannot listen on 192.0.2.1:" in result.output
     assert "hint: use an address of this machine" in result.output
+
+
+# --------------------------------------------------------------------------- data folder
+
+
+def _file_in_the_way(tmp: Path) -> Path:
+    (tmp / "file").write_text("not a folder\n")
+    return tmp / "file"
+
+
+def _under_a_file(tmp: Path) -> Path:
+    return _file_in_the_way(tmp) / "data"
+
+
+def _read_only(tmp: Path) -> Path:
+    if os.geteuid() == 0:
+        pytest.skip("root may write anywhere: permissions cannot refuse it")
+    (tmp / "locked").mkdir(mode=0o500)
+    return tmp / "locked"
+
+
+UNUSABLE_DATA_FOLDERS = [
+    pytest.param(_file_in_the_way, "Not a directory", "a file is in the way", id="regular-file"),
+    pytest.param(_under_a_file, "Not a directory", "a file is in the way", id="under-a-file"),
+    pytest.param(
+        lambda tmp: Path("/proc/kiln-data"),
+        "No such file or directory",
+        "choose a folder kiln can create and write to",
+        id="cannot-exist",
+    ),
+    pytest.param(
+        _read_only, "Permission denied", "choose a folder this user may write to", id="no-write"
+    ),
+]
+
+
+@pytest.mark.parametrize("given_by", ["command line", "config.yaml", "environment"])
+@pytest.mark.parametrize(("make", "reason", "hint"), UNUSABLE_DATA_FOLDERS)
+def test_an_unusable_data_folder_is_a_clear_error(
+    tmp_path: Path, given_by: str, make: Callable[[Path], Path], reason: str, hint: str
+) -> None:
+    """A data folder kiln cannot create or write to stops start-up like any other mistake
+    in the settings: ``error:`` naming ``storage.path``, where it was set, the folder and
+    the OS's reason, then a hint; exit 2, no traceback."""
+    folder = make(tmp_path)
+    app = write_app(tmp_path / "app", SCHEMA)
+    args = [str(app), "--port", str(free_port())]
+    env = clean_env(**ADMIN_ENV)
+    name = "storage.path"
+    if given_by == "command line":
+        args += ["--data", str(folder)]
+    elif given_by == "config.yaml":
+        (app / "config.yaml").write_text(f"storage:\n  path: {json.dumps(str(folder))}\n")
+    else:
+        env["KILN_STORAGE_PATH"] = str(folder)
+        name = "KILN_STORAGE_PATH (storage.path)"
+    done = subprocess.run(
+        [sys.executable, "-m", "kiln", "run", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    lines = done.stderr.splitlines()
+    assert lines[0] == (
+        f"error: {given_by}: {name}: cannot use {folder} as the data folder: {reason}"
+    ), output
+    assert lines[1].strip().startswith(f"hint: {hint}"), output
+    assert "Traceback" not in output
+    assert "kiln serving" not in output
+
+
+# --------------------------------------------------------------------------- MQTT in the banner
+
+
+def _hold_the_default_mqtt_port() -> socket.socket:
+    """A socket listening on 127.0.0.1:1883, the default ``mqtt.port``; skips the test
+    when another program keeps it (it could let it go while the test runs)."""
+    deadline = time.monotonic() + 5
+    while True:
+        holder = socket.socket()
+        try:
+            holder.bind(("127.0.0.1", 1883))
+        except OSError:
+            holder.close()
+            if time.monotonic() > deadline:
+                pytest.skip("another program keeps 127.0.0.1:1883")
+            time.sleep(0.2)
+            continue
+        holder.listen()
+        return holder
+
+
+def test_the_banner_names_only_the_mqtt_listeners_that_listen(
+    tmp_path: Path, processes: list[Running]
+) -> None:
+    """A default MQTT port another program holds turns that listener off: the banner
+    says so instead of announcing it, and names the listener that does listen."""
+    app = write_app(tmp_path / "app", SCHEMA)
+    port, ws_port = free_port(), free_port()
+    with _hold_the_default_mqtt_port():
+        server = Running(
+            [str(app), "--port", str(port), "--data", str(tmp_path / "data")],
+            clean_env(KILN_MQTT_WEBSOCKETPORT=str(ws_port)),
+            tmp_path,
+            tmp_path / "out.log",
+        )
+        processes.append(server)
+        server.wait_ready(port)
+        output = server.output()
+        banner = output[output.index("kiln serving") :]
+        assert "mqtt://127.0.0.1:1883" not in output, output
+        assert f"  MQTT at ws://127.0.0.1:{ws_port} (topics: <route>/<id>)\n" in banner, output
+        assert (
+            "  MQTT over TCP is off: mqtt.port 1883 (the default) is taken "
+            "(Address already in use); set mqtt.port to serve it on another port\n"
+        ) in banner, output
+        with socket.create_connection(("127.0.0.1", ws_port), timeout=5):
+            pass  # the listener the banner names listens
+
+
+def test_a_taken_mqtt_port_that_was_set_stops_kiln_before_the_banner(tmp_path: Path) -> None:
+    """An MQTT port set on purpose that another program holds stops start-up (exit 2)
+    with the setting and its source, and no banner announces it first."""
+    app = write_app(tmp_path / "app", SCHEMA)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        mqtt_port = holder.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "kiln", "run", str(app), "--port", str(free_port())],
+            env=clean_env(
+                KILN_MQTT_PORT=str(mqtt_port),
+                KILN_MQTT_WEBSOCKETPORT=str(free_port()),
+                KILN_STORAGE_PATH=str(tmp_path / "data"),
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert (
+        f"error: environment: mqtt.port: cannot listen on 127.0.0.1:{mqtt_port}: "
+        "Address already in use"
+    ) in output
+    assert "hint: stop what listens there" in output
+    assert "kiln serving" not in output and "MQTT at" not in output, output
+    assert "Traceback" not in output

@@ -18,6 +18,7 @@ from kiln.auth.accounts import Accounts, open_accounts
 from kiln.dev import develop
 from kiln.errors import ConfigError, KilnError
 from kiln.evolution import removed_table
+from kiln.mqtt.server import MqttServer
 from kiln.scaffold import APP_FILES, create_app
 from kiln.serve import banner, exit_now, open_app, read_config, serve
 from kiln.storage.evolution import drop_table
@@ -54,13 +55,14 @@ def run(
 ) -> None:
     """Serve the application in APP_DIR until interrupted."""
     app, _ = _start(app_dir, host, port, data, access_log)
-    _serve_until_stopped(lambda: serve(app))
+    # the banner waits for the MQTT listeners, to name only those that listen
+    _serve_until_stopped(lambda: serve(app, lambda mqtt: print(banner(app, mqtt), flush=True)))
 
 
 def _start(
     app_dir: Path, host: str | None, port: int | None, data: Path | None, access_log: bool | None
 ) -> tuple[App, dict[str, object]]:
-    """Load the app with the command line's settings and print the banner; exit 2 on a mistake.
+    """Load the app with the command line's settings; exit 2 on a mistake.
 
     Returns the app and the command-line settings (``dev`` applies them to every reload).
     """
@@ -75,7 +77,6 @@ def _start(
     except KilnError as error:
         _report(error)
         raise typer.Exit(2) from None
-    print(banner(app), flush=True)
     return app, overrides
 
 
@@ -122,10 +123,14 @@ def dev(
 ) -> None:
     """Serve the application in APP_DIR like run, reloading it whenever its files change."""
     app, overrides = _start(app_dir, host, port, data, access_log)
-    print(f"  watching {', '.join(APP_FILES)} for changes", flush=True)
-    if app.config.http.workers > 1:
-        print("  one process: http.workers applies to kiln run, not to kiln dev", flush=True)
-    _serve_until_stopped(lambda: develop(app, overrides, _report))
+
+    def ready(mqtt: MqttServer) -> None:
+        print(banner(app, mqtt), flush=True)
+        print(f"  watching {', '.join(APP_FILES)} for changes", flush=True)
+        if app.config.http.workers > 1:
+            print("  one process: http.workers applies to kiln run, not to kiln dev", flush=True)
+
+    _serve_until_stopped(lambda: develop(app, overrides, _report, ready))
 
 
 @cli.command()

@@ -31,7 +31,7 @@ from kiln.app import App, load_app
 from kiln.errors import KilnError
 from kiln.http.rest import RestHandler
 from kiln.loader import check_resources
-from kiln.mqtt.server import start_mqtt
+from kiln.mqtt.server import MqttServer, start_mqtt
 from kiln.scaffold import APP_FILES, RESOURCES_FILE, SCHEMA_FILE
 from kiln.schema import load_schema
 from kiln.serve import http_server, read_config
@@ -199,13 +199,19 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-async def develop(app: App, overrides: Mapping[str, object], report: Report) -> None:
+async def develop(
+    app: App,
+    overrides: Mapping[str, object],
+    report: Report,
+    on_ready: Callable[[MqttServer], None] | None = None,
+) -> None:
     """Serve ``app`` and reload it on change until SIGINT or SIGTERM, then close it.
 
     Args:
         app: the application, loaded with ``overrides``.
         overrides: the command-line settings, applied again to every new version.
         report: prints an error in the application's files.
+        on_ready: called with the started MQTT broker once its listeners listen.
     """
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # each reload prints its own line
     reloader = Reloader(app, overrides, report)
@@ -218,6 +224,8 @@ async def develop(app: App, overrides: Mapping[str, object], report: Report) -> 
     except BaseException:
         reloader.close()
         raise
+    if on_ready is not None:
+        on_ready(mqtt)
     stop = asyncio.Event()
     watching = asyncio.create_task(reloader.watch(stop))
     watching.add_done_callback(lambda _: server.stop())

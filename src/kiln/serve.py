@@ -28,9 +28,10 @@ from granian.server.embed import Server
 from kiln.app import App, load_app
 from kiln.auth.security import create_admin
 from kiln.config import Config, HttpConfig, load_config
+from kiln.config.settings import Source, env_name
 from kiln.errors import ConfigError
 from kiln.http.rest import RestHandler
-from kiln.mqtt.server import start_mqtt
+from kiln.mqtt.server import MqttServer, start_mqtt
 from kiln.resource import Resource, Table
 from kiln.workers import Crew, WriteLink
 
@@ -90,6 +91,43 @@ def check_http_port(config: Config) -> None:
         ) from None
 
 
+_DATA_FOLDER_HINTS = {
+    errno.ENOTDIR: "a file is in the way: choose a folder",
+    errno.EEXIST: "a file is in the way: choose a folder",
+    errno.EACCES: "choose a folder this user may write to, or let it write there (chmod, chown)",
+    errno.EPERM: "choose a folder this user may write to, or let it write there (chmod, chown)",
+    errno.EROFS: "choose a folder on a writable file system",
+}
+"""What to do about a data folder that cannot be used, by the OS error's number."""
+
+
+def data_folder_error(config: Config, error: OSError) -> ConfigError | None:
+    """The mistake ``error`` shows in ``storage.path``, or None when it is about another path.
+
+    The databases create the data folder when they first open (after the schema is
+    read, so a broken schema leaves none behind); an :class:`OSError` about that
+    folder, a path inside it or one of its parents means it cannot be used: a file
+    is in the way, this user may not write there, or the path cannot exist.
+    """
+    if error.filename is None:
+        return None
+    folder = config.storage.path
+    failed = Path(os.fsdecode(error.filename))
+    if not (failed.is_relative_to(folder) or folder.is_relative_to(failed)):
+        return None
+    key = "storage.path"
+    source = config.source(key)
+    name = f"{env_name(key)} ({key})" if source is Source.ENVIRONMENT else key
+    at = f" (at {failed})" if failed in folder.parents else ""  # a parent it needed to create
+    how = "--data, KILN_STORAGE_PATH or storage.path in config.yaml"
+    hint = _DATA_FOLDER_HINTS.get(error.errno or 0, "choose a folder kiln can create and write to")
+    return ConfigError(
+        f"{name}: cannot use {folder} as the data folder: {error.strerror or error}{at}",
+        file=str(source),
+        hint=f"{hint} ({how})",
+    )
+
+
 def keep_loaded_objects() -> None:
     """Exempt every object alive now (the loaded app, its modules, the server) from the
     garbage collector's full collections, which otherwise walk them all.
@@ -104,16 +142,21 @@ def keep_loaded_objects() -> None:
     gc.freeze()
 
 
-def banner(app: App) -> str:
-    """The start-up text: where the app is served and one line per exported table."""
-    http, mqtt = app.config.http, app.config.mqtt
+def banner(app: App, mqtt: MqttServer | None) -> str:
+    """The start-up text: where the app is served, and one line per exported table.
+
+    The MQTT lines come from the started broker ``mqtt``: its listeners that listen,
+    and why any other is off. Without a broker (None) there are none.
+    """
+    http = app.config.http
     workers = f" (http.workers: {http.workers})" if http.workers > 1 else ""
     host = url_host(http.host)
     lines = [f"kiln serving {app.directory} at http://{host}:{http.port}/{workers}"]
-    lines.append(
-        f"  MQTT at mqtt://{host}:{mqtt.port} and ws://{host}:{mqtt.web_socket_port}/"
-        " (topics: <route>/<id>)"
-    )
+    if mqtt is not None:
+        if mqtt.listening:
+            urls = " and ".join(f"{scheme}://{host}:{port}" for scheme, port in mqtt.listening)
+            lines.append(f"  MQTT at {urls} (topics: <route>/<id>)")
+        lines.extend(f"  {reason}" for reason in mqtt.off)
     for route, resource in app.routes.items():
         lines.append(f"  /{route}/  {_served(resource)}")
     if not app.routes:
@@ -151,8 +194,9 @@ def open_app(app_dir: Path, overrides: Mapping[str, object]) -> App:
     (:func:`~kiln.auth.security.create_admin`).
 
     Raises:
-        ConfigError: a mistake in the settings or those variables, or the HTTP port is
-            taken (:func:`check_http_port`); nothing stays open.
+        ConfigError: a mistake in the settings or those variables, the HTTP port is
+            taken (:func:`check_http_port`), or the data folder cannot be used
+            (:func:`data_folder_error`); nothing stays open.
         SchemaError: a mistake in ``schema.graphql``; nothing has been opened.
     """
     config = read_config(app_dir, overrides)
@@ -161,7 +205,13 @@ def open_app(app_dir: Path, overrides: Mapping[str, object]) -> App:
         level=config.logging.level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    app = load_app(app_dir, config, shared=config.http.workers > 1)
+    try:
+        app = load_app(app_dir, config, shared=config.http.workers > 1)
+    except OSError as error:
+        mistake = data_folder_error(config, error)
+        if mistake is None:
+            raise
+        raise mistake from None
     try:
         create_admin(app.security.users, os.environ)
     except BaseException:
@@ -207,9 +257,15 @@ def http_server(
 
 
 async def serve(
-    app: App, on_ready: Callable[[], None] | None = None, *, link: socket.socket | None = None
+    app: App,
+    on_ready: Callable[[MqttServer | None], None] | None = None,
+    *,
+    link: socket.socket | None = None,
 ) -> bool:
     """Serve ``app`` until SIGINT or SIGTERM, then commit pending writes and close it.
+
+    ``on_ready`` is called with the started MQTT broker (None in a worker that runs
+    none) once every listener but HTTP's (which was checked) listens.
 
     With one worker (``http.workers``), this process does it all. With more, worker 1
     (``link`` None) starts the write process and workers 2..N (:mod:`kiln.workers`);
@@ -265,7 +321,7 @@ async def serve(
         await _stop_processes(app, crew, write_link)
         raise
     if on_ready is not None:
-        loop.call_soon(on_ready)
+        loop.call_soon(on_ready, mqtt)
     keep_loaded_objects()
     try:
         await server.serve()

@@ -10,15 +10,19 @@ import base64
 import itertools
 import json
 import re
+import socket
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import httpx
 import pytest
+
+from conftest import KilnServer, free_port, write_app
 
 SCHEMA = """
 type Dog @table @export {
@@ -795,6 +799,44 @@ def test_a_body_over_the_limit_is_413(http: httpx.Client) -> None:
     assert "content-length" not in streamed.request.headers
     assert_problem(streamed, 413)
     assert snapshot(http, "Dog", dog_id) == before
+
+
+def test_a_client_that_leaves_mid_body_is_logged_as_499_not_as_an_error(tmp_path: Path) -> None:
+    """A client that goes away before its whole body arrived gets nothing and leaves no
+    error in the log: the access log says 499 (nginx's "client closed request"), nothing
+    is written, and the server serves on."""
+    server = KilnServer(
+        write_app(tmp_path / "app", SCHEMA, CONFIG),
+        tmp_path / "data",
+        free_port(),
+        env={"KILN_HTTP_ACCESSLOG": "true"},
+    )
+    server.start()
+    try:
+        credentials = base64.b64encode(":".join(AUTH).encode()).decode()
+        head = (
+            "PUT /Dog/310 HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{server.port}\r\n"
+            f"Authorization: Basic {credentials}\r\n"
+            "Content-Type: application/json\r\n"
+            "Content-Length: 100\r\n\r\n"
+        )
+        part = b'{"name": "partial body"'  # 23 of the 100 bytes announced
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+            client.sendall(head.encode() + part)
+            client.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + 10
+        while "PUT /Dog/310 " not in server.log():
+            assert time.monotonic() < deadline, f"the request was never logged:\n{server.log()}"
+            time.sleep(0.05)
+        with httpx.Client(base_url=server.url, auth=AUTH, timeout=10) as http:
+            assert http.get("/Dog/310").status_code == 404
+            assert http.put("/Dog/310", json={"name": "Whole"}).status_code == 204
+    finally:
+        server.stop()
+    log = server.log()
+    assert re.search(r"kiln\.access: PUT /Dog/310 499 ", log), log
+    assert "ERROR" not in log and "Traceback" not in log, log
 
 
 # --------------------------------------------------------------------------- routing errors

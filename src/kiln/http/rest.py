@@ -15,6 +15,8 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
+from granian.rsgi import ProtocolClosed
+
 from kiln.app import App
 from kiln.auth.access import access_of
 from kiln.auth.roles import User
@@ -62,9 +64,14 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ANSWERED_WITH_A_BODY = frozenset({"get", "post"})
 """Seam methods whose result is a body: an ``Accept`` nothing satisfies is refused up front."""
 
+CLIENT_CLOSED_REQUEST = 499
+"""The status logged for a request whose client went away before its answer (nginx's
+"client closed request"); nothing is sent."""
+
 _NO_QUERY = Query()
 _COUNT_APPLIED = ("preference-applied", "count=exact")
 
+log = logging.getLogger("kiln.http")
 access_log = logging.getLogger("kiln.access")
 
 
@@ -93,6 +100,9 @@ class RestHandler:
             status = await self.handle(scope, protocol)
         except _StreamFailed:
             status = 500
+        except ProtocolClosed:  # granian's word that the connection is gone (mid-body, mid-stream)
+            status = CLIENT_CLOSED_REQUEST
+            log.debug("%s %s: the client went away before the answer", scope.method, scope.path)
         except Exception as error:
             status, headers, body = problem_response(error)
             protocol.response_bytes(status, headers, body)

@@ -6,15 +6,18 @@
 clients are told the server is shutting down), persistent sessions written, the store closed.
 
 A port left at its default that another process holds only turns that listener off, with a
-warning (two apps on one machine still start); a port set on purpose that cannot be used
-stops start-up with a :class:`~kiln.errors.ConfigError`.
+warning (two apps on one machine still start) that :attr:`MqttServer.off` keeps for the
+start-up banner; a port set on purpose that cannot be used stops start-up with a
+:class:`~kiln.errors.ConfigError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -56,41 +59,52 @@ class MqttServer:
         self.broker = broker
         self.sessions = sessions
         self.config = config
+        self.listening: list[tuple[str, int]] = []
+        """The URL scheme and port of each listener that listens (``("mqtt", 1883)``)."""
+        self.off: list[str] = []
+        """Why each listener that does not listen is off, a sentence each."""
         self._servers: list[asyncio.Server] = []
         self._connections: set[Connection] = set()
 
     async def start(self) -> None:
-        """Listen on both ports.
+        """Listen on both ports; fills :attr:`listening` and :attr:`off`.
 
         Raises:
             ConfigError: a port set in the settings cannot be listened on.
         """
         host, mqtt = self.config.http.host, self.config.mqtt
-        listeners: list[tuple[str, int, Callable[..., Awaitable[None]]]] = [
-            ("mqtt.port", mqtt.port, self._serve_tcp),
-            ("mqtt.webSocketPort", mqtt.web_socket_port, self._serve_websocket),
+        listeners: list[tuple[str, str, str, int, Callable[..., Awaitable[None]]]] = [
+            ("MQTT over TCP", "mqtt", "mqtt.port", mqtt.port, self._serve_tcp),
+            (
+                "MQTT over WebSocket",
+                "ws",
+                "mqtt.webSocketPort",
+                mqtt.web_socket_port,
+                self._serve_websocket,
+            ),
         ]
-        for key, port, handler in listeners:
+        for name, scheme, key, port, handler in listeners:
             try:
                 server = await asyncio.start_server(handler, host, port, backlog=1024)
             except OSError as error:
+                # asyncio says "error while attempting to bind on address ...": the OS is briefer
+                why = os.strerror(error.errno) if error.errno in errno.errorcode else str(error)
                 source = self.config.source(key)
                 if source is not Source.DEFAULT:
                     raise ConfigError(
-                        f"{key}: cannot listen on {host}:{port}: {error.strerror}",
+                        f"{key}: cannot listen on {host}:{port}: {why}",
                         file=str(source),
                         hint=f"stop what listens there, or set another port ({key})",
                     ) from None
-                log.warning(
-                    "%s: the default port %d is taken (%s), so that listener is off; "
-                    "set %s to serve it on another port",
-                    key,
-                    port,
-                    error.strerror,
-                    key,
+                reason = (
+                    f"{name} is off: {key} {port} (the default) is taken ({why}); "
+                    f"set {key} to serve it on another port"
                 )
+                log.warning("%s", reason)
+                self.off.append(reason)
                 continue
             self._servers.append(server)
+            self.listening.append((scheme, port))
 
     async def close(self) -> None:
         """Stop listening, end every connection (MQTT 5 clients hear that the server shuts
