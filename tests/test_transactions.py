@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from conftest import KilnServer, write_app
 from kiln import tables
 from kiln.app import App, load_app
 from kiln.config import load_config
-from kiln.errors import NotFound, PreconditionFailed, TransactionError
+from kiln.errors import BadRequest, NotFound, PreconditionFailed, TransactionError
 from kiln.namespace import filled
 
 SCHEMA = """
@@ -136,6 +137,32 @@ def test_writes_are_validated(app: App) -> None:
     with pytest.raises(kiln.errors.ValidationError):
         tables.Dog.records.put(5, {"age": "old"})
     assert tables.Dog.records.get(5) is None
+
+
+@pytest.mark.parametrize(
+    ("table", "call", "words"),
+    [
+        ("Dog", lambda dogs: dogs.put("abc", {"name": "Rex"}), "expects Int"),
+        ("Dog", lambda dogs: dogs.put(1.5, {"name": "Rex"}), "not a whole number"),
+        ("Dog", lambda dogs: dogs.patch("abc", {"age": 1}), "expects Int"),
+        ("Dog", lambda dogs: dogs.delete("abc"), "expects Int"),
+        ("Owner", lambda owners: owners.put(5, {"name": "Ann"}), "expects ID"),
+        ("Owner", lambda owners: owners.put("ann/", {"name": "Ann"}), "ends with '/'"),
+        ("Owner", lambda owners: owners.create({"id": "", "name": "Ann"}), "it is empty"),
+    ],
+)
+def test_an_id_no_url_could_reach_is_refused(app: App, table: str, call: Any, words: str) -> None:
+    records = getattr(tables, table).records
+    with pytest.raises(BadRequest) as refused:
+        call(records)
+    assert words in refused.value.message
+    assert list(records.search("")) == []
+
+
+def test_an_id_is_converted_to_the_key_type(app: App) -> None:
+    tables.Dog.records.put(3.0, {"name": "Rex"})
+    assert [dog["id"] for dog in tables.Dog.records.search("")] == [3]
+    assert type(tables.Dog.records.get(3)["id"]) is int  # type: ignore[index]
 
 
 def test_read_your_writes_and_commit_of_two_tables(app: App) -> None:

@@ -36,6 +36,25 @@ def key_to_segment(key: Key) -> str:
     return str(key)
 
 
+def unaddressable(key: Key) -> str | None:
+    """Why no URL can name ``key``, or None: a string key that is empty, ends with ``/``
+    (a subscription's id prefix), or holds U+FFFD (what the HTTP server decodes a
+    %-escape that is not UTF-8 to, so a URL holding it cannot be told from a broken one).
+
+    >>> unaddressable("a/b"), unaddressable("a/")
+    (None, "no URL could name it: it ends with '/'")
+    """
+    if not isinstance(key, str):
+        return None
+    if not key:
+        return "no URL could name it: it is empty"
+    if key.endswith("/"):
+        return "no URL could name it: it ends with '/'"
+    if "\ufffd" in key:
+        return "no URL could name it: it holds U+FFFD, the replacement character"
+    return None
+
+
 def key_to_topic(key: Key) -> str | None:
     """The topic levels that name ``key`` after ``Table/``; None when no topic name can
     (a string key that is empty or holds ``+``, ``#`` or U+0000).

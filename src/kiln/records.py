@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from kiln.errors import BadRequest, FieldError, KilnError, ValidationError
+from kiln.keypath import unaddressable
 from kiln.query import Query, parse_query
 from kiln.query.binder import bind
 from kiln.query.executor import CHUNK, Results, Source
@@ -200,6 +201,7 @@ class Records:
                 transaction); nothing is written.
         """
         definition = self._table.definition
+        id = self._key(id, "put")
         data = validated(definition, self._table.schema, record, id, partial=False)
         self._write(Put(definition.name, id, data, if_version))
 
@@ -216,6 +218,13 @@ class Records:
         definition = self._table.definition
         data = validated(definition, self._table.schema, record, None, partial=False)
         key = data.pop(definition.primary_key, None)
+        problem = None if key is None else unaddressable(key)
+        if problem is not None:
+            raise BadRequest(
+                f"{definition.name}.records.create(...): the record's {definition.primary_key} "
+                f"{key!r} cannot be a key: {problem}; choose another or leave it out to "
+                "generate one"
+            )
         if key is None and current() is not None:
             key = generated_key(self._table)
         result = self._write(Insert(definition.name, key, data))
@@ -231,6 +240,7 @@ class Records:
             PreconditionFailed: ``if_version`` is not the stored version.
         """
         definition = self._table.definition
+        id = self._key(id, "patch")
         data = validated(definition, self._table.schema, changes, id, partial=True)
         data.pop(definition.primary_key, None)
         self._write(Patch(definition.name, id, data, if_version))
@@ -242,7 +252,7 @@ class Records:
             NotFound: no such record (at commit, in a transaction).
             PreconditionFailed: ``if_version`` is not the stored version.
         """
-        self._write(Delete(self._table.definition.name, id, if_version))
+        self._write(Delete(self._table.definition.name, self._key(id, "delete"), if_version))
 
     def search(self, query: str | Mapping[str, Any] | Query) -> Iterator[Any]:
         """The records matching ``query``, as an iterator.
@@ -269,6 +279,27 @@ class Records:
         relationships = table.related
         bound = bind(parsed, table.definition, table.schema, relationships=relationships)
         return search(table, bound)
+
+    def _key(self, id: Any, method: str) -> Key:
+        """``id`` as a key of this table (``3.0`` → ``3`` for an Int key).
+
+        Raises:
+            BadRequest: ``id`` is not of the primary key's type, or no URL could name it.
+        """
+        definition = self._table.definition
+        primary_key = definition.primary_key
+        call = f"{definition.name}.records.{method}({id!r}, ...)"
+        try:
+            key = validate_record(definition, self._table.schema, {primary_key: id}, partial=True)
+        except ValidationError as error:
+            message = error.errors[0].message if error.errors else error.message
+            raise BadRequest(
+                f"{call}: the id is not a {definition.name} key: {message}",
+            ) from None
+        problem = unaddressable(key[primary_key])
+        if problem is not None:
+            raise BadRequest(f"{call}: the id cannot be a key: {problem}; choose another")
+        return key[primary_key]
 
     def _write(self, operation: Operation) -> WriteResult | None:
         """Queue ``operation`` in the current transaction, or commit it alone; its result
