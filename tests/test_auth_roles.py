@@ -170,6 +170,12 @@ roles:
             "config.yaml:2:11: `roles.reader`: expects a map of databases\n"
             "  hint: write its databases indented below it",
         ),
+        (
+            "roles:\n  reader:\n    data:\n      Dog:\n        attributes: [name]\n",
+            "config.yaml:5:21: `roles.reader.data.Dog.attributes`: expects a map of attributes\n"
+            "  hint: write its attributes indented below it, each with its permissions, like "
+            "`name: {read: true}`",
+        ),
     ],
 )
 def test_a_bad_role_is_a_config_error_naming_file_line_key_and_hint(

@@ -561,14 +561,14 @@ def test_number_given_for_boolean(tmp_path: Path) -> None:
 
 def test_number_given_for_string(tmp_path: Path) -> None:
     text = error(tmp_path, "http:\n  host: 5\n")
-    assert text.startswith("config.yaml:2:9: `http.host` expects a string, got 5\n")
+    assert text.startswith("config.yaml:2:9: `http.host` expects an address to listen on, got 5\n")
 
 
 def test_bad_size_unit(tmp_path: Path) -> None:
     text = error(tmp_path, "storage:\n  mapSize: 10XB\n")
     assert text == (
-        "config.yaml:2:12: `storage.mapSize` expects a size in bytes, such as 10485760 or "
-        '"10MiB", got "10XB"\n'
+        "config.yaml:2:12: `storage.mapSize` expects a size of at least 1MiB, such as "
+        '"256MiB", got "10XB"\n'
         '  hint: unknown unit "XB"; units are B, KB, MB, GB, TB (powers of 1000) and '
         'KiB, MiB, GiB, TiB (powers of 1024), in any case, e.g. "10MiB"'
     )
@@ -596,8 +596,8 @@ def test_bad_storage_path(tmp_path: Path) -> None:
 def test_yaml_syntax_error(tmp_path: Path) -> None:
     text = error(tmp_path, "http:\n  port: 80\n  host: 'unclosed\n")
     assert text == (
-        "config.yaml:4:1: YAML syntax error: found unexpected end of stream\n"
-        "  hint: while scanning a quoted scalar at line 3, column 9"
+        "config.yaml:3:9: YAML syntax error: the quoted text that starts here never ends\n"
+        "  hint: add its closing quote"
     )
 
 
@@ -702,7 +702,7 @@ def test_bad_env_boolean(tmp_path: Path) -> None:
 def test_bad_env_size(tmp_path: Path) -> None:
     text = error(tmp_path, env={"KILN_STORAGE_MAPSIZE": "lots"})
     assert text.startswith(
-        "environment: KILN_STORAGE_MAPSIZE (`storage.mapSize`) expects a size in bytes"
+        "environment: KILN_STORAGE_MAPSIZE (`storage.mapSize`) expects a size of at least"
     )
 
 
@@ -895,3 +895,55 @@ def test_map_kind_null_is_empty(tmp_path: Path) -> None:
     values, sources, _ = read_with_roles(tmp_path, "roles:\n")
     assert dict(values["roles"]) == {}
     assert sources["roles"] == "config.yaml"
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message", "hint"),
+    [
+        ("http:\n  cors: [a, b\n", "2:9", "the list `[` that starts here never ends", "`]`"),
+        ("http: {port: 1\n", "1:7", "the map `{` that starts here never ends", "`}`"),
+    ],
+)
+def test_an_unclosed_bracket_is_reported_where_it_opens(
+    tmp_path: Path, text: str, where: str, message: str, hint: str
+) -> None:
+    reported = error(tmp_path, text)
+    assert reported.startswith(f"config.yaml:{where}: YAML syntax error: {message}\n")
+    assert hint in reported
+
+
+@pytest.mark.parametrize("size", ["256", "512KiB"])
+def test_a_map_smaller_than_one_mib_is_refused(tmp_path: Path, size: str) -> None:
+    text = error(tmp_path, f"storage:\n  mapSize: {size}\n")
+    assert "`storage.mapSize` expects a size of at least 1MiB" in text
+    assert "it grows by itself" in text
+
+
+@pytest.mark.parametrize(
+    ("host", "hint"),
+    [
+        ("127.0.0.1:9926", "write the address alone (127.0.0.1); the port goes in http.port"),
+        ('"[::1]:9926"', "write the address alone (::1); the port goes in http.port"),
+        ("http://localhost", "write the address alone, without a scheme or a path"),
+        ('""', "write an address"),
+    ],
+)
+def test_a_host_with_a_port_or_a_scheme_is_refused(tmp_path: Path, host: str, hint: str) -> None:
+    text = error(tmp_path, f"http:\n  host: {host}\n")
+    assert text.startswith("config.yaml:2:9: `http.host` expects an address to listen on")
+    assert f"hint: {hint}" in text
+
+
+def test_an_ipv6_host_is_accepted(tmp_path: Path) -> None:
+    assert load(tmp_path, 'http:\n  host: "::1"\n').http.host == "::1"
+
+
+@pytest.mark.parametrize("value", ["99.5", "true"])
+def test_a_port_that_is_no_whole_number_gets_the_right_hint(tmp_path: Path, value: str) -> None:
+    text = error(tmp_path, f"http:\n  port: {value}\n")
+    assert "hint: write a whole number, e.g. 9926" in text
+
+
+def test_a_negative_count_in_the_environment_says_so(tmp_path: Path) -> None:
+    text = error(tmp_path, env={"KILN_HTTP_WORKERS": "-1"})
+    assert "hint: a count must be at least 1" in text

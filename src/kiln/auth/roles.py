@@ -147,13 +147,14 @@ class _Reader:
             hint=hint,
         )
 
-    def mapping(self, path: tuple[str, ...], value: object, what: str) -> Mapping[str, Any]:
+    def mapping(
+        self, path: tuple[str, ...], value: object, what: str, example: str = ""
+    ) -> Mapping[str, Any]:
         if value is None:
             return {}
         if not isinstance(value, Mapping):
-            raise self.error(
-                path, f"expects a map of {what}", f"write its {what} indented below it", value=True
-            )
+            hint = f"write its {what} indented below it{example}"
+            raise self.error(path, f"expects a map of {what}", hint, value=True)
         return value
 
     def flag(self, path: tuple[str, ...], value: object) -> bool:
@@ -230,7 +231,13 @@ class _Reader:
         named: dict[str, dict[str, bool]] = {}
         attributes_path = (*path, "attributes")
         known = [*definition.attributes, *definition.relationships]
-        for attribute, permissions in self.mapping(attributes_path, body["attributes"], "").items():
+        attributes = self.mapping(
+            attributes_path,
+            body["attributes"],
+            "attributes",
+            ", each with its permissions, like `name: {read: true}`",
+        )
+        for attribute, permissions in attributes.items():
             attribute_path = (*attributes_path, str(attribute))
             if attribute not in known:
                 raise self.error(

@@ -61,6 +61,24 @@ STRING = Kind("string", "a string", _check_string, parse_text=lambda text: text)
 """Any text."""
 
 
+def _check_host(value: object) -> str:
+    host = _check_string(value).strip()
+    if not host:
+        raise InvalidValue("write an address, such as 127.0.0.1 or 0.0.0.0")
+    if "://" in host or "/" in host:
+        raise InvalidValue("write the address alone, without a scheme or a path, e.g. 127.0.0.1")
+    address, colon, port = host.rpartition(":")
+    if colon and port.isdigit() and (host.count(":") == 1 or address.endswith("]")):
+        raise InvalidValue(
+            f"write the address alone ({address.strip('[]')}); the port goes in http.port"
+        )
+    return host
+
+
+HOST = Kind("host", "an address to listen on", _check_host, parse_text=_check_host)
+"""A host name or an IP address, without a port."""
+
+
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -84,9 +102,16 @@ BOOL = Kind("boolean", "true or false", _check_bool, parse_text=_parse_bool)
 """A YAML boolean; as text, ``true``/``false``, ``1``/``0``, ``yes``/``no`` or ``on``/``off``."""
 
 
+def _whole_number_advice(value: object, example: int) -> str:
+    """What to write instead of ``value`` where a whole number belongs."""
+    if isinstance(value, str):
+        return f"write the number without quotes, e.g. {example}"
+    return f"write a whole number, e.g. {example}"
+
+
 def _check_port(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidValue("write the number without quotes, e.g. 9926")
+        raise InvalidValue(_whole_number_advice(value, 9926))
     if not 1 <= value <= 65535:
         raise InvalidValue("ports run from 1 to 65535")
     return value
@@ -105,7 +130,7 @@ PORT = Kind("port", "a port number from 1 to 65535", _check_port, parse_text=_pa
 
 def _check_count(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidValue("write the number without quotes, e.g. 100000")
+        raise InvalidValue(_whole_number_advice(value, 4))
     if value < 1:
         raise InvalidValue("a count must be at least 1")
     return value
@@ -113,8 +138,10 @@ def _check_count(value: object) -> int:
 
 def _parse_count(text: str) -> int:
     digits = text.strip()
+    if digits.startswith("-") and digits[1:].isascii() and digits[1:].isdigit():
+        raise InvalidValue("a count must be at least 1")
     if not digits.isascii() or not digits.isdigit():
-        raise InvalidValue("write the number alone, e.g. 100000")
+        raise InvalidValue("write the number alone, e.g. 4")
     return _check_count(int(digits))
 
 
@@ -173,6 +200,25 @@ SIZE = Kind(
     parse_text=_parse_size,
 )
 """A number of bytes: an integer, or a string with a unit (``"512KB"``, ``"10MiB"``)."""
+
+_SMALLEST_MAP = 1024**2
+
+
+def _check_map_size(value: object) -> int:
+    size = _check_size(value)
+    if size < _SMALLEST_MAP:
+        raise InvalidValue('the map starts at 1MiB or more, e.g. "256MiB" (it grows by itself)')
+    return size
+
+
+MAP_SIZE = Kind(
+    "map size",
+    'a size of at least 1MiB, such as "256MiB"',
+    _check_map_size,
+    parse_text=lambda text: _check_map_size(_parse_size(text)),
+)
+"""The size an LMDB map starts at: a :data:`SIZE` of at least 1 MiB (a smaller map cannot
+hold the stores' catalog)."""
 
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -210,8 +210,31 @@ def _describe(loader: yaml.SafeLoader, node: Node) -> str:
     return _show(loader.construct_object(node, deep=True))
 
 
+_UNCLOSED = {
+    "quoted scalar": ("quoted text", "its closing quote"),
+    "flow sequence": ("list `[`", "its closing `]`"),
+    "flow mapping": ("map `{`", "its closing `}`"),
+}
+"""What PyYAML's context words name when the file ends inside it, and what closes it."""
+
+
 def _syntax_error(error: yaml.MarkedYAMLError) -> ConfigError:
     problem = error.problem or error.context or "invalid YAML"
+    ended = "end of stream" in problem or "<stream end>" in problem
+    if ended and error.context and error.context_mark is not None:
+        # Something opened (a quote, a bracket) is never closed: where it opens is the place.
+        mark = error.context_mark
+        opened, closing = next(
+            (found for words, found in _UNCLOSED.items() if words in error.context),
+            ("value", "what closes it"),
+        )
+        return ConfigError(
+            f"YAML syntax error: the {opened} that starts here never ends",
+            file=CONFIG_FILE,
+            line=mark.line + 1,
+            column=mark.column + 1,
+            hint=f"add {closing}",
+        )
     if "'\\t'" in problem:
         hint = "indent with spaces; YAML does not allow tabs"
     elif error.context and error.problem and error.context_mark is not None:

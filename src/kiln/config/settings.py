@@ -21,11 +21,12 @@ from kiln.config.kinds import (
     BOOL,
     COUNT,
     DURATION,
+    HOST,
     MAP,
+    MAP_SIZE,
     ORIGINS,
     PORT,
     SIZE,
-    STRING,
     Kind,
     choice,
     directory,
@@ -71,7 +72,7 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("http.host", STRING, "127.0.0.1", "The address to listen on."),
+    Setting("http.host", HOST, "127.0.0.1", "The address to listen on."),
     Setting("http.port", PORT, 9926, "The port to listen on."),
     Setting(
         "http.maxBodySize",
@@ -108,7 +109,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "storage.mapSize",
-        SIZE,
+        MAP_SIZE,
         256 * 1024**2,
         "The initial LMDB map size; it grows automatically.",
     ),
