@@ -947,3 +947,14 @@ def test_a_port_that_is_no_whole_number_gets_the_right_hint(tmp_path: Path, valu
 def test_a_negative_count_in_the_environment_says_so(tmp_path: Path) -> None:
     text = error(tmp_path, env={"KILN_HTTP_WORKERS": "-1"})
     assert "hint: a count must be at least 1" in text
+
+
+def test_a_misnamed_settings_file_is_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "config.yml").write_text("http:\n  port: 8080\n", encoding="utf-8")
+    loaded = load(tmp_path)
+    assert loaded.http.port == 9926
+    assert loaded.warnings == (
+        "config.yml is not read: kiln reads config.yaml; rename it to use its settings",
+    )
+    write(tmp_path, "")
+    assert load(tmp_path).warnings == ()

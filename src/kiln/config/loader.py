@@ -79,6 +79,10 @@ def load_config(
     )
 
 
+_MISNAMED_CONFIG = ("config.yml", "Config.yaml", "config.YAML", "kiln.yaml", "settings.yaml")
+"""Files an app folder without ``config.yaml`` may hold its settings in by mistake."""
+
+
 def _read(
     app_dir: Path,
     env: Mapping[str, str],
@@ -94,6 +98,12 @@ def _read(
         values[key], sources[key] = value, Source.FILE
 
     env_values, warnings = _read_env(env, by_key)
+    if not (app_dir / CONFIG_FILE).exists():
+        warnings.extend(
+            f"{name} is not read: kiln reads {CONFIG_FILE}; rename it to use its settings"
+            for name in _MISNAMED_CONFIG
+            if (app_dir / name).exists()
+        )
     for key, value in env_values.items():
         values[key], sources[key] = value, Source.ENVIRONMENT
 
