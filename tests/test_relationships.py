@@ -238,6 +238,30 @@ OWNER = "type Owner @table { id: ID  name: String  homeId: ID @indexed }\n"
             'store both tables in one database, e.g. `@table(database: "pets")` on `Owner`',
         ),
         (
+            "type Dog @table { ownerId: Boolean  owner: Owner @relationship(from: ownerId) }",
+            "schema.graphql:2:70:",
+            "ownerId)",
+            "`@relationship(from: ownerId)` on `owner`: `ownerId` of `Dog` is Boolean, but it "
+            "must hold Owner keys, which are ID",
+            "declare it as `ownerId: ID`",
+        ),
+        (
+            "type Dog @table { ownerIds: [Int]  owners: [Owner] @relationship(from: ownerIds) }",
+            "schema.graphql:2:72:",
+            "ownerIds)",
+            "`ownerIds` of `Dog` is [Int], but it must hold Owner keys, which are ID",
+            "declare it as `ownerIds: [ID]`",
+        ),
+        (
+            "type Dog @table { id: Int @primaryKey  walks: [Walk] @relationship(to: dogId) }\n"
+            "type Walk @table { dogId: String @indexed }",
+            "schema.graphql:2:72:",
+            "dogId)",
+            "`@relationship(to: dogId)` on `walks`: `dogId` of `Walk` is String, but it must "
+            "hold Dog keys, which are Int",
+            "declare it as `dogId: Int`",
+        ),
+        (
             "type Dog @table { ownerId: ID  info: Info }\n"
             "type Info { owner: Owner @relationship(from: ownerId) }",
             "schema.graphql:3:20:",

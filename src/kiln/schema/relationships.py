@@ -167,6 +167,7 @@ def _from(
             f"declare `{item.name}: {target.name}`, or make `{attribute_name}` a list "
             f"(`{attribute_name}: [{target.primary_key_type}]`)",
         )
+    _check_key_family(checker, item, "from", table, attribute_name, attribute.type, target)
     line, column = _at(item.field.name)
     return Relationship(
         item.name, target.name, attribute_name, None, item.type.is_list, line, column
@@ -204,5 +205,42 @@ def _to(
             f"add `@indexed` to it in `type {target.name}`: "
             f"`{attribute_name}: {attribute.type} @indexed`",
         )
+    _check_key_family(checker, item, "to", target, attribute_name, attribute.type, table)
     line, column = _at(item.field.name)
     return Relationship(item.name, target.name, None, attribute_name, True, line, column)
+
+
+_KEY_FAMILIES = {
+    "ID": "text",
+    "String": "text",
+    "Int": "number",
+    "Long": "number",
+    "BigInt": "number",
+    "Float": "number",
+    "Any": "any",
+}
+"""Which key types an attribute of each type can hold: text keys, number keys, or either."""
+
+
+def _check_key_family(
+    checker: _DirectiveChecker,
+    item: PendingRelationship,
+    argument: str,
+    holder: TableDef,
+    attribute_name: str,
+    attribute_type: TypeRef,
+    keyed: TableDef,
+) -> None:
+    """Refuse a relationship whose key attribute can never hold a key of ``keyed``."""
+    family = _KEY_FAMILIES.get(attribute_type.name)
+    if family == "any" or family == _KEY_FAMILIES.get(keyed.primary_key_type):
+        return
+    key_type = keyed.primary_key_type
+    wanted = f"[{key_type}]" if attribute_type.is_list else key_type
+    raise checker.error(
+        item.argument(argument),
+        f"`@relationship({argument}: {attribute_name})` on `{item.name}`: `{attribute_name}` "
+        f"of `{holder.name}` is {attribute_type}, but it must hold {keyed.name} keys, which "
+        f"are {key_type}",
+        f"declare it as `{attribute_name}: {wanted}`",
+    )
