@@ -116,6 +116,60 @@ def test_registering_an_attribute_that_is_not_computed(tmp_path: Path) -> None:
     assert "its computed attributes are `fullName`, `initials`" in output
 
 
+@pytest.mark.parametrize(
+    ("definition", "expected", "hint"),
+    [
+        (
+            "def full_name():",
+            "resources.py:5: Person.computed('fullName') decorates full_name(), but kiln calls "
+            "it with one argument, the record",
+            "hint: define it as `def full_name(record): return ...`",
+        ),
+        (
+            "def full_name(record, style):",
+            "Person.computed('fullName') decorates full_name(record, style), but kiln calls",
+            "hint: define it as `def full_name(record): return ...`",
+        ),
+        (
+            "def full_name(*, record: dict):",
+            "Person.computed('fullName') decorates full_name(*, record), but kiln calls",
+            "hint: define it as `def full_name(record): return ...`",
+        ),
+        (
+            "async def full_name(record):",
+            "resources.py:5: Person.computed('fullName') decorates async full_name, but kiln "
+            "calls it on the writer's thread and never awaits it",
+            "hint: make it a plain `def full_name(record): return ...`",
+        ),
+    ],
+)
+def test_a_computed_function_that_cannot_take_the_record(
+    tmp_path: Path, definition: str, expected: str, hint: str
+) -> None:
+    """Accepted, it made every read that selects the attribute a 500."""
+    output = run_broken(tmp_path, RESOURCES.replace("def full_name(record):", definition))
+    assert expected in output, output
+    assert hint in output
+
+
+def test_a_computed_function_with_defaults_or_varargs_is_accepted(tmp_path: Path) -> None:
+    resources = RESOURCES.replace("def full_name(record):", "def full_name(record, sep=' '):")
+    resources = resources.replace("def initials(record):", "def initials(*records):")
+    resources = resources.replace('record["first"]', 'records[0]["first"]')
+    resources = resources.replace('(record.get("last")', '(records[0].get("last")')
+    server = KilnServer(
+        write_app(tmp_path / "app", SCHEMA, resources=resources), tmp_path / "data", free_port()
+    )
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, auth=ADMIN_AUTH, timeout=10) as http:
+            assert http.put("/Person/1", json={"first": "Ann", "last": "Lee"}).status_code == 204
+            got = http.get("/Person/1?select(fullName,initials)")
+            assert got.json() == {"fullName": "Ann Lee", "initials": "AL"}
+    finally:
+        server.stop()
+
+
 def test_a_computed_attribute_without_a_function(tmp_path: Path) -> None:
     output = run_broken(tmp_path, RESOURCES.split('\n\n@tables.Person.computed("initials")')[0])
     assert re.search(r"schema\.graphql:7:\d+: `Person\.initials` is @computed", output), output

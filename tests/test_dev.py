@@ -75,10 +75,11 @@ class Dev:
                 time.sleep(0.05)
         raise AssertionError(f"kiln dev did not answer:\n{self.output()}")
 
-    def edit(self, name: str, text: str, timeout: float = 10.0) -> str:
-        """Write the app file ``name`` and return the output of the reload that follows."""
+    def edit(self, name: str, text: str | bytes, timeout: float = 10.0) -> str:
+        """Write the app file ``name`` (text, or its bytes) and return the output of the
+        reload that follows."""
         before = self.output().count("reload:")
-        (self.app / name).write_text(text)
+        (self.app / name).write_bytes(text.encode() if isinstance(text, str) else text)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             output = self.output()
@@ -286,3 +287,47 @@ def test_a_failed_open_falls_back_to_the_last_good_resources_py(
             reloader.close()
 
     asyncio.run(scenario())
+
+
+def test_mistakes_that_stopped_kiln_dev_keep_the_last_good_version(running: Dev) -> None:
+    """Bytes that are not UTF-8, ``sys.exit()`` and KeyboardInterrupt used to end kiln dev."""
+    not_utf8 = (GREETING % "two").encode() + b"\n# caf\xe9\n"
+    mistakes = [
+        (not_utf8, f"resources.py:8: the file is not UTF-8 text (byte {len(not_utf8) - 2})"),
+        (
+            GREETING % "three" + "\nimport sys\n\nsys.exit(3)\n",
+            "resources.py:10: resources.py called sys.exit(3) while kiln imported it",
+        ),
+        (
+            GREETING % "four" + "\nraise KeyboardInterrupt\n",
+            "resources.py:8: resources.py raised KeyboardInterrupt while kiln imported it",
+        ),
+    ]
+    with httpx.Client(base_url=running.url, auth=ADMIN_AUTH, timeout=10) as http:
+        assert "serving the new version" in running.edit("resources.py", GREETING % "one")
+        for text, expected in mistakes:
+            report = running.edit("resources.py", text)
+            assert "last good version keeps serving" in report, report
+            assert re.search(rf"^error: {re.escape(expected)}\n  hint: ", report, re.M), report
+            assert http.get("/Greeting/").json() == {"hello": "one"}
+
+        # the check stops at the first use of records; opening the new version meets the exit
+        seeding = "import sys\n\nfrom kiln import tables\n\n" + GREETING % "five"
+        seeding += "\ntables.Dog.records.put(5, {'name': 'seed'})\nsys.exit()\n"
+        report = running.edit("resources.py", seeding)
+        assert "the new version failed to open, so the last one is back" in report, report
+        assert "resources.py:13: resources.py called sys.exit() while kiln imported it" in report
+        assert http.get("/Greeting/").json() == {"hello": "one"}
+    assert running.stop() == 0
+    assert "Traceback" not in running.output()
+
+
+def test_a_method_named_like_a_seam_method_is_warned_once_per_reload(running: Dev) -> None:
+    """The check before a reload stays quiet: the load that follows warns."""
+    report = running.edit("resources.py", GREETING.replace("def get(", "def gett(") % "x")
+    assert "serving the new version" in report, report
+    warning = (
+        "resources.py:5: Greeting.gett is not a seam method, so kiln never calls it; "
+        "did you mean get?"
+    )
+    assert running.output().count(warning) == 1, running.output()

@@ -11,6 +11,7 @@ import itertools
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -407,9 +408,13 @@ def test_an_unknown_table_is_an_attribute_error_listing_the_tables() -> None:
 DOG = "type Dog @table @export {\n  id: Int @primaryKey\n  name: String\n}\n"
 
 
-def run_broken(tmp_path: Path, resources: str, schema: str = DOG) -> str:
-    """Start ``kiln run`` on an app with ``resources``; it must exit 2 at once. Its output."""
-    app = write_app(tmp_path / "app", schema, resources=resources)
+def run_broken(tmp_path: Path, resources: str | bytes, schema: str = DOG) -> str:
+    """Start ``kiln run`` on an app with ``resources`` (text, or the file's bytes); it must
+    exit 2 at once. Its output."""
+    app = write_app(tmp_path / "app", schema)
+    if isinstance(resources, str):
+        resources = resources.encode()
+    (app / "resources.py").write_bytes(resources)
     port = str(free_port())
     done = subprocess.run(  # a relative APP_DIR, as people type it
         [sys.executable, "-m", "kiln", "run", app.name, "--port", port, "--data", "data"],
@@ -490,6 +495,11 @@ def test_two_classes_claiming_one_route(tmp_path: Path, resources: str, expected
         ("def delete(self, target, *args):", r"Thing\.delete\(self, target, \*args\)"),
         ("def allow_read(self):", r"Thing\.allow_read\(self\)"),
         ("def publish(self, target):", r"kiln calls publish\(target, message\)"),
+        (
+            "def post(self, target: 'T', *, data: dict) -> dict:",
+            r"resources\.py:5: Thing\.post\(self, target, \*, data\) does not match the seam",
+        ),
+        ("def put(self, target, data, /):", r"Thing\.put\(self, target, data, /\) does not"),
     ],
 )
 def test_a_seam_method_with_the_wrong_signature(tmp_path: Path, method: str, expected: str) -> None:
@@ -498,6 +508,204 @@ def test_a_seam_method_with_the_wrong_signature(tmp_path: Path, method: str, exp
     output = run_broken(tmp_path, resources)
     assert re.search(expected, output), output
     assert "hint: define it as `def" in output
+
+
+@pytest.mark.parametrize("kind", ["staticmethod", "classmethod"])
+def test_a_seam_method_that_is_not_an_instance_method(tmp_path: Path, kind: str) -> None:
+    resources = (
+        "from kiln import Resource\n\n\nclass DogProfile(Resource):\n"
+        f"    @{kind}\n    def get(target):\n        return {{}}\n"
+    )
+    output = run_broken(tmp_path, resources)
+    assert (
+        f"resources.py:5: DogProfile.get is a {kind}, but kiln calls get on the instance it "
+        "makes of DogProfile: it must be an instance method taking self"
+    ) in output, output
+    assert f"hint: remove @{kind} and define it as `def get(self, target):`" in output
+
+
+@pytest.mark.parametrize(
+    ("method", "guess"),
+    [
+        ("allow_insrt", "; did you mean allow_insert?"),
+        ("allow_post", "; did you mean allow_insert?"),
+        ("allow_create", "; did you mean allow_insert?"),
+        ("allow_admins", "\n"),
+    ],
+)
+def test_an_allow_method_that_is_no_permission_hook(
+    tmp_path: Path, method: str, guess: str
+) -> None:
+    """A typo'd hook would silently drop the restriction it was written for."""
+    resources = (
+        "from kiln import tables\n\n\nclass ReadOnlyDog(tables.Dog):\n    size = 3\n\n"
+        f"    def {method}(self, target):\n        return False\n"
+    )
+    output = run_broken(tmp_path, resources)
+    expected = f"resources.py:7: ReadOnlyDog.{method} is not a permission hook kiln calls{guess}"
+    assert expected in output, output
+    assert (
+        "hint: the hooks are allow_read, allow_insert, allow_update, allow_delete, "
+        "allow_subscribe, allow_publish;"
+    ) in output
+
+
+NEAR_MISSES = """from kiln import Resource, tables
+
+
+class Thing(Resource):
+    def gett(self, target):
+        return {"custom": True}
+
+    def getter(self, target):
+        return {}
+
+    def Get(self):
+        return {}
+
+    def records_of(self):
+        return []
+
+
+class DogProfile(tables.Dog):
+    path_name = "profile"
+
+    @staticmethod
+    def posts(target):
+        return []
+"""
+
+
+def test_a_method_named_like_a_seam_method_is_a_warning(tmp_path: Path) -> None:
+    app_dir = write_app(tmp_path / "app", DOG, resources=NEAR_MISSES)
+    server = KilnServer(app_dir, tmp_path / "data", free_port())
+    server.start()
+    try:
+        assert httpx.get(f"{server.url}/Thing/", auth=ADMIN_AUTH, timeout=10).status_code == 405
+    finally:
+        assert server.stop() == 0
+    log = server.log()
+    warnings = re.findall(r"WARNING kiln\.loader: (.*)", log)
+    assert warnings == [
+        "resources.py:5: Thing.gett is not a seam method, so kiln never calls it; did you "
+        "mean get? (rename it if so; a helper of that name is fine)",
+        "resources.py:11: Thing.Get is not a seam method, so kiln never calls it; did you "
+        "mean get? (rename it if so; a helper of that name is fine)",
+        "resources.py:21: DogProfile.posts is not a seam method, so kiln never calls it; did "
+        "you mean post? (rename it if so; a helper of that name is fine)",
+    ], log
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ("sys.exit()", "resources.py:4: resources.py called sys.exit() while kiln imported it"),
+        ("sys.exit(3)", "resources.py:4: resources.py called sys.exit(3) while kiln imported it"),
+        (
+            "sys.exit('CLINIC_API_KEY missing')",
+            "resources.py:4: resources.py called sys.exit('CLINIC_API_KEY missing') while kiln "
+            "imported it",
+        ),
+        ("raise SystemExit(0)", "resources.py:4: resources.py called sys.exit(0) while kiln"),
+        (
+            "raise KeyboardInterrupt",
+            "resources.py:4: resources.py raised KeyboardInterrupt while kiln imported it",
+        ),
+        (
+            "class Thing(Resource):\n    sys.exit()",
+            "resources.py:5: class Thing: resources.py called sys.exit() while kiln imported it",
+        ),
+    ],
+)
+def test_exiting_while_imported_is_a_mistake(tmp_path: Path, statement: str, expected: str) -> None:
+    """Without this, ``sys.exit()`` looked like a clean exit (0) that served nothing."""
+    output = run_broken(tmp_path, f"import sys\n\nfrom kiln import Resource\n{statement}\n")
+    assert expected in output, output
+    assert "raise an exception (`raise RuntimeError('...')`) to stop start-up" in output
+
+
+def test_a_helper_that_exits_names_where_it_did(tmp_path: Path) -> None:
+    app = write_app(tmp_path / "app", DOG)
+    (app / "settings.py").write_text("import sys\n\nsys.exit('no key')\n")
+    output = run_broken(tmp_path, "import settings\n")
+    assert "resources.py:1: resources.py called sys.exit('no key') while kiln imported it" in output
+    assert re.search(r"\(the error was raised at .*settings\.py:3\)", output), output
+
+
+def test_ctrl_c_while_importing_stops_kiln_and_closes_what_it_opened(tmp_path: Path) -> None:
+    """A real SIGINT is not a mistake in the file: kiln stops as Ctrl-C stops it elsewhere."""
+    resources = (
+        "import os\nimport signal\nimport time\n\nfrom kiln import tables\n\n"
+        "tables.Dog.records.put(1, {'name': 'seeded'})\n"
+        "os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\n"
+    )
+    app = write_app(tmp_path / "app", DOG, resources=resources)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "kiln", "run", str(app), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 130, done.stdout + done.stderr
+    assert time.monotonic() - started < 25  # not held up by the sleep nor by a thread left open
+    assert "KeyboardInterrupt while kiln imported it" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_resources_py_that_is_not_utf8(tmp_path: Path) -> None:
+    good = b"from kiln import Resource\n\n\nclass Thing(Resource):\n    pass\n"  # 60 bytes
+    output = run_broken(tmp_path, good + b"\n# caf\xe9\n")
+    assert re.search(
+        r"^error: resources\.py:7: the file is not UTF-8 text \(byte 66\)\n"
+        r"  hint: save it as UTF-8$",
+        output,
+        re.M,
+    ), output
+    output = run_broken(tmp_path / "first", b"# caf\xe9\n" + good)
+    assert "resources.py:1: the file is not UTF-8 text (byte 5)" in output, output
+    output = run_broken(tmp_path / "bom", b"\xef\xbb\xbf" + good + b"x = '\xe9'\n")
+    assert "resources.py:6: the file is not UTF-8 text (byte 68)" in output, output
+
+
+def test_a_coding_line_is_honoured_as_python_honours_it(tmp_path: Path) -> None:
+    resources = (
+        "# -*- coding: latin-1 -*-\nfrom kiln import Resource\n\n\nclass Cafe(Resource):\n"
+        "    def get(self, target):\n        return {'name': 'caf\xe9'}\n"
+    ).encode("latin-1")
+    app = write_app(tmp_path / "app", DOG)
+    (app / "resources.py").write_bytes(resources)
+    server = KilnServer(app, tmp_path / "data", free_port())
+    server.start()
+    try:
+        answer = httpx.get(f"{server.url}/Cafe/", auth=ADMIN_AUTH, timeout=10)
+        assert answer.json() == {"name": "caf\xe9"}
+    finally:
+        server.stop()
+    cp1252 = resources.replace(b"latin-1", b"cp1252 ") + b"# \x81\n"  # 0x81: no cp1252 char
+    output = run_broken(tmp_path / "cp1252", cp1252)
+    byte = len(resources) + 2
+    assert f"resources.py:8: the file is not cp1252 text (byte {byte})" in output, output
+    assert "hint: save it as cp1252, as its coding line says, or as UTF-8 without" in output
+
+
+def test_a_seed_write_that_fails_validation_lists_the_fields(tmp_path: Path) -> None:
+    schema = DOG.replace("name: String", "name: String\n  age: Int")
+    resources = (
+        "from kiln import tables\n\n"
+        "tables.Dog.records.put(1, {'name': 'rex'})\n"
+        "tables.Dog.records.put(2, {'name': 5, 'age': 'old'})\n"
+    )
+    output = run_broken(tmp_path, resources, schema)
+    assert re.search(
+        r"^error: resources\.py:4: 2 invalid fields in the Dog record\n"
+        r"    \$\.name: `name` expects String .*\n"
+        r"    \$\.age: `age` expects Int .*\n"
+        r"  hint: each indented line names a field and what it takes; fix the record there$",
+        output,
+        re.M,
+    ), output
+    assert "`errors`" not in output
 
 
 # --------------------------------------------------------------------------- the app folder

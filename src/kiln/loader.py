@@ -8,11 +8,14 @@ endpoints are the public classes *defined in that module* that subclass
 Nothing registers itself; the module is inspected once, here.
 
 Every mistake is a :class:`~kiln.errors.ResourceError` that names the class,
-its line in ``resources.py`` and the fix: an exception while importing (a
-``@tables.X.computed(...)`` for an attribute that is not ``@computed`` among
-them), a seam method whose parameters are not the seam's, two classes (or a
-class and a schema table) claiming one route. :func:`check_computed` refuses a
-``@computed`` attribute that ``resources.py`` gives no function.
+its line in ``resources.py`` and the fix: a file that is not text in its encoding,
+an exception (``sys.exit()`` included) while importing (a ``@tables.X.computed(...)``
+for an attribute that is not ``@computed`` among them), a seam method whose
+parameters are not the seam's, an ``allow_`` method that is no permission hook,
+two classes (or a class and a schema table) claiming one route. A method named
+like a seam method but not one (``gett``) is logged as a warning.
+:func:`check_computed` refuses a ``@computed`` attribute that ``resources.py``
+gives no function.
 
 The app folder is importable from ``resources.py`` (``from helpers import x`` for a
 ``helpers.py`` beside it): it is first on ``sys.path`` from the import until
@@ -23,25 +26,46 @@ first forgets the modules the folder provided before, so a reload reads them ane
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import inspect
+import io
 import itertools
+import logging
+import signal
 import sys
+import threading
+import tokenize
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
+from types import FrameType, FunctionType, ModuleType
 from typing import NoReturn
 
-from kiln.errors import KilnError, ResourceError, UnknownTable
+from kiln.errors import HTTPError, KilnError, ResourceError, UnknownTable
 from kiln.namespace import filled
-from kiln.resource import SIGNATURES, Resource, Table
+from kiln.resource import PERMISSION_OF, SIGNATURES, Resource, Table
 from kiln.schema import Schema
+
+log = logging.getLogger(__name__)
 
 _imports = itertools.count()
 
+_HOOKS = tuple(name for name in SIGNATURES if name.startswith("allow_"))
+"""The permission hooks kiln calls."""
 
-def load_resources(path: Path, taken: Mapping[str, str]) -> dict[str, Resource]:
+_SEAM = tuple(name for name in SIGNATURES if name not in _HOOKS)
+"""The seam methods kiln calls."""
+
+_HOOK_FOR = {**PERMISSION_OF, "create": "allow_insert"}
+"""The hook an ``allow_<word>`` method means when the word is not a hook's: a seam method
+(``allow_post``), or Harper's ``allowCreate``."""
+
+
+def load_resources(
+    path: Path, taken: Mapping[str, str], *, warn: bool = True
+) -> dict[str, Resource]:
     """The routes of the resource classes in ``path``, route name → instance.
 
     Call it once :data:`kiln.tables` holds the app's table classes.
@@ -49,17 +73,21 @@ def load_resources(path: Path, taken: Mapping[str, str]) -> dict[str, Resource]:
     Args:
         path: the app's ``resources.py``.
         taken: the routes the schema's exported tables serve, route → table name.
+        warn: log a warning for each method named like a seam method but not one.
 
     Raises:
-        ResourceError: importing ``path`` failed, or a class is wrong (signature, route).
+        ResourceError: ``path`` is not text, importing it failed, or a class is wrong
+            (signature, hook name, route).
+        KeyboardInterrupt: Ctrl-C was pressed while ``path`` was imported.
     """
     path = path.resolve()  # tracebacks name the file as its module spec does: absolute
-    module = _import(path)
-    lines = _class_lines(path)
+    source = _source(path)
+    module = _import(path, source)
+    lines = _class_lines(source, path)
     routes: dict[str, Resource] = {}
     owners: dict[str, type] = {}
     for cls in _resource_classes(module):
-        _check_signatures(cls, path, lines)
+        _check_methods(cls, path, lines, warn=warn)
         if cls.__name__.startswith("_") or cls.__dict__.get("exported", True) is False:
             continue
         route = _route(cls, path, lines)
@@ -127,7 +155,7 @@ def check_resources(path: Path, schema: Schema) -> None:
     serving = str(path.resolve().parent) in sys.path  # the running app's folder stays
     with filled(classes):
         try:
-            load_resources(path, taken)
+            load_resources(path, taken, warn=False)  # the load that follows warns
         except ResourceError as error:
             if isinstance(error.__cause__, _StorageNeeded):
                 return
@@ -205,11 +233,42 @@ def _forget_modules(folder: Path) -> None:
             del sys.modules[name]
 
 
-def _import(path: Path) -> ModuleType:
-    """Execute ``path`` as a new module; an exception becomes ``resources.py:LINE: message``.
+def _source(path: Path) -> str:
+    """The text of ``path``, decoded as Python decodes source: UTF-8 unless a coding line
+    names another encoding.
+
+    Raises:
+        ResourceError: the file is not text in that encoding, at the line of the first bad byte.
+    """
+    data = path.read_bytes()
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError:  # the first lines are not UTF-8, or a coding line names no encoding
+        encoding = "utf-8"  # (the import reports that one as a syntax error)
+    utf8 = encoding in ("utf-8", "utf-8-sig")
+    try:  # decoding a BOM as UTF-8 keeps the byte offsets those of the file
+        return data.decode("utf-8" if utf8 else encoding).removeprefix("\ufeff")
+    except UnicodeDecodeError as error:
+        raise ResourceError(
+            f"the file is not {'UTF-8' if utf8 else encoding} text (byte {error.start})",
+            file=path.name,
+            line=data.count(b"\n", 0, error.start) + 1,
+            hint="save it as UTF-8"
+            if utf8
+            else f"save it as {encoding}, as its coding line says, or as UTF-8 without that line",
+        ) from None
+
+
+def _import(path: Path, source: str) -> ModuleType:
+    """Execute ``path`` (whose text is ``source``) as a new module; an exception becomes
+    ``resources.py:LINE: message``, ``sys.exit()`` included.
 
     Its folder goes first on ``sys.path`` (and stays), and the modules the folder
     provided to an earlier import are forgotten, so they are read as they are now.
+
+    Raises:
+        ResourceError: the import raised.
+        KeyboardInterrupt: Ctrl-C was pressed meanwhile (one the file raises is a mistake).
     """
     folder = path.parent
     _forget_modules(folder)
@@ -222,15 +281,44 @@ def _import(path: Path) -> ModuleType:
         raise ResourceError("cannot be imported", file=path.name)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and typing look classes' modules up there
-    try:
-        spec.loader.exec_module(module)
-    except Exception as error:
-        del sys.modules[name]
-        raise _import_error(error, path) from error
+    with _noting_interrupts() as interrupted:
+        try:
+            spec.loader.exec_module(module)
+        except BaseException as error:  # SystemExit, KeyboardInterrupt: a mistake too
+            del sys.modules[name]
+            if isinstance(error, KeyboardInterrupt) and interrupted:
+                raise  # a real Ctrl-C stops kiln; load_app closes what it opened
+            raise _import_error(error, path, source) from error
     return module
 
 
-def _import_error(error: Exception, path: Path) -> ResourceError:
+@contextmanager
+def _noting_interrupts() -> Iterator[list[int]]:
+    """Note in the list yielded each SIGINT (Ctrl-C) that arrives while the block runs;
+    it still raises KeyboardInterrupt.
+
+    Only where Python's own handler is in place (the main thread before the server
+    starts): elsewhere SIGINT never raises KeyboardInterrupt, so one raised came
+    from the code the block runs.
+    """
+    received: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield received
+        return
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _import_error(error: BaseException, path: Path, source: str) -> ResourceError:
     if isinstance(error, SyntaxError) and error.filename == str(path):
         return ResourceError(
             f"syntax error: {error.msg}",
@@ -244,13 +332,15 @@ def _import_error(error: Exception, path: Path) -> ResourceError:
     line = ours[-1].lineno if ours else None
     if isinstance(error, KilnError):
         message, hint = error.message, error.hint
+        if isinstance(error, HTTPError) and error.errors:  # a seed write that failed validation
+            message += "".join(f"\n    {field.path}: {field.message}" for field in error.errors)
+            hint = "each indented line names a field and what it takes; fix the record there"
     else:
-        message = f"{type(error).__name__}: {error}"
-        hint = "importing resources.py runs its top level; fix the line it failed at"
+        message, hint = _described(error, path)
         if frames and frames[-1].filename != str(path):
             inner = frames[-1]
             hint += f" (the error was raised at {inner.filename}:{inner.lineno})"
-    owner = _class_at(path, line)
+    owner = _class_at(source, line)
     if owner is not None and isinstance(error, UnknownTable):
         message = f"class {owner} extends tables.{error.name}, but {message}"
     elif owner is not None:
@@ -258,19 +348,40 @@ def _import_error(error: Exception, path: Path) -> ResourceError:
     return ResourceError(message, file=path.name, line=line, hint=hint)
 
 
-def _class_lines(path: Path) -> dict[str, int]:
-    """The line of each top-level class statement in ``path``, by class name."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+def _described(error: BaseException, path: Path) -> tuple[str, str]:
+    """The message and hint for an exception that is not kiln's, raised importing ``path``."""
+    stop = "raise an exception (`raise RuntimeError('...')`) to stop start-up with a message"
+    if isinstance(error, SystemExit):
+        call = "sys.exit()" if error.code is None else f"sys.exit({error.code!r})"
+        return (
+            f"{path.name} called {call} while kiln imported it",
+            f"kiln imports {path.name} to serve what it defines, so it cannot exit kiln; "
+            f"{stop}, or keep script code under `if __name__ == '__main__':`",
+        )
+    if isinstance(error, KeyboardInterrupt):
+        return (
+            f"{path.name} raised KeyboardInterrupt while kiln imported it",
+            f"KeyboardInterrupt stands for Ctrl-C; {stop}",
+        )
+    return (
+        f"{type(error).__name__}: {error}",
+        f"importing {path.name} runs its top level; fix the line it failed at",
+    )
+
+
+def _class_lines(source: str, path: Path) -> dict[str, int]:
+    """The line of each top-level class statement in ``source`` (``path``'s), by class name."""
+    tree = ast.parse(source, str(path))
     return {node.name: node.lineno for node in tree.body if isinstance(node, ast.ClassDef)}
 
 
-def _class_at(path: Path, line: int | None) -> str | None:
-    """The top-level class whose statement (header or body) spans ``line``."""
+def _class_at(source: str, line: int | None) -> str | None:
+    """The top-level class of ``source`` whose statement (header or body) spans ``line``."""
     if line is None:
         return None
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (SyntaxError, OSError, UnicodeDecodeError):
+        tree = ast.parse(source)
+    except SyntaxError:
         return None
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
@@ -310,34 +421,110 @@ def _route(cls: type[Resource], path: Path, lines: Mapping[str, int]) -> str:
     return route
 
 
-def _check_signatures(cls: type, path: Path, lines: Mapping[str, int]) -> None:
-    """Every seam method and permission hook ``cls`` defines takes the seam's parameters."""
-    for name, expected in SIGNATURES.items():
-        if name not in cls.__dict__ or cls.__dict__[name] is None:
+def _check_methods(cls: type, path: Path, lines: Mapping[str, int], *, warn: bool) -> None:
+    """Every seam method and permission hook ``cls`` defines takes the seam's parameters, and
+    every ``allow_`` method is a hook; with ``warn``, log each method named like a seam
+    method but not one (``gett``: kiln never calls it, yet ``posts`` may be a helper).
+    """
+    for name, member in cls.__dict__.items():
+        if name.startswith("_") or member is None:
             continue
-        member = cls.__dict__[name]
-        wanted = f"def {name}({', '.join(expected)}):"
-        if not inspect.isfunction(inspect.unwrap(member)):
-            raise _error(
-                cls,
-                path,
-                lines,
-                f"defines {name} as {type(member).__name__}, not a method",
-                f"define it as `{wanted}` (or `async {wanted}`)",
+        function = _function(member)
+        if name in SIGNATURES:
+            _check_signature(cls, name, member, function, path, lines)
+        elif function is None:
+            continue  # an attribute, a property: not a method kiln could mean
+        elif name.startswith("allow_"):
+            meant = _hook_meant(name)
+            raise ResourceError(
+                f"{cls.__name__}.{name} is not a permission hook kiln calls"
+                + (f"; did you mean {meant}?" if meant else ""),
+                file=path.name,
+                line=function.__code__.co_firstlineno,
+                hint=f"the hooks are {', '.join(_HOOKS)}; rename it to the one you meant, or "
+                "give a helper a name that does not start with allow_",
             )
-        parameters = list(inspect.signature(member).parameters.values())
-        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)
-        if plain and tuple(p.name for p in parameters) == expected:
-            continue
-        got = ", ".join(str(p) for p in parameters)
-        line = inspect.unwrap(member).__code__.co_firstlineno
-        raise ResourceError(
-            f"{cls.__name__}.{name}({got}) does not match the seam: kiln calls "
-            f"{name}({', '.join(expected[1:])})",
-            file=path.name,
-            line=line,
-            hint=f"define it as `{wanted}` (or `async {wanted}`); the parameters are fixed",
+        elif warn and (close := difflib.get_close_matches(name.lower(), _SEAM, 1, 0.8)):
+            log.warning(
+                "%s:%d: %s.%s is not a seam method, so kiln never calls it; did you mean %s? "
+                "(rename it if so; a helper of that name is fine)",
+                path.name,
+                function.__code__.co_firstlineno,
+                cls.__name__,
+                name,
+                close[0],
+            )
+
+
+def _hook_meant(name: str) -> str | None:
+    """The permission hook the method ``allow_<word>``, which is none, most likely means."""
+    word = name.removeprefix("allow_")
+    if word in _HOOK_FOR:
+        return _HOOK_FOR[word]
+    words = [hook.removeprefix("allow_") for hook in _HOOKS]
+    close = difflib.get_close_matches(word, words, n=1, cutoff=0.75)
+    return f"allow_{close[0]}" if close else None
+
+
+def _function(member: object) -> FunctionType | None:
+    """The function behind a class attribute (through ``staticmethod``, ``classmethod``
+    and ``functools.wraps``), or None when it is no method."""
+    if isinstance(member, staticmethod | classmethod):
+        member = member.__func__
+    if not callable(member):
+        return None
+    try:
+        function = inspect.unwrap(member)
+    except ValueError:  # a __wrapped__ chain that never ends
+        return None
+    return function if isinstance(function, FunctionType) else None
+
+
+def _check_signature(
+    cls: type,
+    name: str,
+    member: object,
+    function: FunctionType | None,
+    path: Path,
+    lines: Mapping[str, int],
+) -> None:
+    """The seam method or permission hook ``name`` of ``cls`` (``member``, defined by
+    ``function``) takes the seam's parameters, ``self`` first."""
+    expected = SIGNATURES[name]
+    wanted = f"def {name}({', '.join(expected)}):"
+    if function is None:
+        raise _error(
+            cls,
+            path,
+            lines,
+            f"defines {name} as {type(member).__name__}, not a method",
+            f"define it as `{wanted}` (or `async {wanted}`)",
         )
+    if isinstance(member, staticmethod | classmethod):
+        kind = type(member).__name__
+        raise ResourceError(
+            f"{cls.__name__}.{name} is a {kind}, but kiln calls {name} on the instance it "
+            f"makes of {cls.__name__}: it must be an instance method taking self",
+            file=path.name,
+            line=function.__code__.co_firstlineno,
+            hint=f"remove @{kind} and define it as `{wanted}` (or `async {wanted}`)",
+        )
+    signature = inspect.signature(function)
+    parameters = list(signature.parameters.values())
+    plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)
+    if plain and tuple(p.name for p in parameters) == expected:
+        return
+    shown = signature.replace(  # the parameters as written, `*` and `/` included
+        parameters=[p.replace(annotation=p.empty) for p in parameters],
+        return_annotation=signature.empty,
+    )
+    raise ResourceError(
+        f"{cls.__name__}.{name}{shown} does not match the seam: kiln calls "
+        f"{name}({', '.join(expected[1:])})",
+        file=path.name,
+        line=function.__code__.co_firstlineno,
+        hint=f"define it as `{wanted}` (or `async {wanted}`); the parameters are fixed",
+    )
 
 
 def _error(

@@ -337,7 +337,8 @@ class Table(Resource):
 
         Raises:
             KilnError: the schema does not declare ``attribute`` ``@computed``, or it
-                has a function already.
+                has a function already; from the decorator, the function is async or
+                cannot be called with the record alone.
         """
         definition = cls.definition
         declared = definition.attributes.get(attribute)
@@ -365,6 +366,7 @@ class Table(Resource):
                     f"{type(function).__name__}, not a function",
                     hint="decorate `def name(record): return ...`",
                 )
+            _check_computed_function(function, f"{definition.name}.computed({attribute!r})")
             functions[attribute] = function
             return function
 
@@ -668,6 +670,39 @@ class Table(Resource):
 
 _REPLACED = "\ufffd"
 """What an HTTP server puts for a %-escape that is not UTF-8, so no key may hold it."""
+
+
+def _check_computed_function(function: Callable[..., Any], registering: str) -> None:
+    """``function`` can derive a computed value: kiln calls it with the record alone and
+    does not await it.
+
+    Raises:
+        KilnError: it is async, or cannot be called with one positional argument.
+    """
+    name = getattr(function, "__name__", type(function).__name__)
+    if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+        raise KilnError(
+            f"{registering} decorates async {name}, but kiln calls it on the writer's thread "
+            "and never awaits it",
+            hint=f"make it a plain `def {name}(record): return ...` that computes the value",
+        )
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin that tells no signature: take it as it is
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        shown = signature.replace(
+            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+            return_annotation=signature.empty,
+        )
+        raise KilnError(
+            f"{registering} decorates {name}{shown}, but kiln calls it with one argument, "
+            "the record",
+            hint=f"define it as `def {name if name.isidentifier() else 'compute'}(record): "
+            "return ...`",
+        ) from None
 
 
 def _bus(resource: Resource) -> ChangeBus:
