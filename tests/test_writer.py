@@ -697,6 +697,21 @@ def test_indexes_stay_exact_under_random_writes(database: Database, running: Wri
 # --------------------------------------------------------------------------- map growth
 
 
+@pytest.mark.parametrize("map_size", [4096, 16 * 1024])
+def test_a_map_too_small_for_the_catalog_grows_as_it_opens(tmp_path: Path, map_size: int) -> None:
+    database = open_database(tmp_path / "data", map_size=map_size)
+    try:
+        assert database.env.info()["map_size"] > map_size
+        writer = Writer(database)
+        writer.start()
+        writer.execute_sync([Put("Dog", 1, {"name": "Rex"})])
+        writer.close()
+        with database.read() as txn:
+            assert database.tables["Dog"].get(txn, 1) is not None
+    finally:
+        database.close()
+
+
 def test_map_grows_while_a_reader_keeps_reading(tmp_path: Path) -> None:
     database = open_database(tmp_path / "data", map_size=256 * 1024)
     writer = Writer(database)

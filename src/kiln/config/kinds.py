@@ -67,6 +67,8 @@ def _check_host(value: object) -> str:
         raise InvalidValue("write an address, such as 127.0.0.1 or 0.0.0.0")
     if "://" in host or "/" in host:
         raise InvalidValue("write the address alone, without a scheme or a path, e.g. 127.0.0.1")
+    if host.startswith("[") and host.endswith("]"):
+        raise InvalidValue(f"write an IPv6 address without brackets ({host[1:-1]})")
     address, colon, port = host.rpartition(":")
     if colon and port.isdigit() and (host.count(":") == 1 or address.endswith("]")):
         raise InvalidValue(
@@ -130,7 +132,7 @@ PORT = Kind("port", "a port number from 1 to 65535", _check_port, parse_text=_pa
 
 def _check_count(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidValue(_whole_number_advice(value, 4))
+        raise InvalidValue(_whole_number_advice(value, 100))
     if value < 1:
         raise InvalidValue("a count must be at least 1")
     return value
@@ -141,7 +143,7 @@ def _parse_count(text: str) -> int:
     if digits.startswith("-") and digits[1:].isascii() and digits[1:].isdigit():
         raise InvalidValue("a count must be at least 1")
     if not digits.isascii() or not digits.isdigit():
-        raise InvalidValue("write the number alone, e.g. 4")
+        raise InvalidValue("write the number alone, e.g. 100")
     return _check_count(int(digits))
 
 
@@ -200,25 +202,6 @@ SIZE = Kind(
     parse_text=_parse_size,
 )
 """A number of bytes: an integer, or a string with a unit (``"512KB"``, ``"10MiB"``)."""
-
-_SMALLEST_MAP = 1024**2
-
-
-def _check_map_size(value: object) -> int:
-    size = _check_size(value)
-    if size < _SMALLEST_MAP:
-        raise InvalidValue('the map starts at 1MiB or more, e.g. "256MiB" (it grows by itself)')
-    return size
-
-
-MAP_SIZE = Kind(
-    "map size",
-    'a size of at least 1MiB, such as "256MiB"',
-    _check_map_size,
-    parse_text=lambda text: _check_map_size(_parse_size(text)),
-)
-"""The size an LMDB map starts at: a :data:`SIZE` of at least 1 MiB (a smaller map cannot
-hold the stores' catalog)."""
 
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}

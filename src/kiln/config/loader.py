@@ -231,13 +231,12 @@ _UNCLOSED = {
 def _syntax_error(error: yaml.MarkedYAMLError) -> ConfigError:
     problem = error.problem or error.context or "invalid YAML"
     ended = "end of stream" in problem or "<stream end>" in problem
-    if ended and error.context and error.context_mark is not None:
-        # Something opened (a quote, a bracket) is never closed: where it opens is the place.
-        mark = error.context_mark
-        opened, closing = next(
-            (found for words, found in _UNCLOSED.items() if words in error.context),
-            ("value", "what closes it"),
-        )
+    unclosed = next(
+        (found for words, found in _UNCLOSED.items() if words in (error.context or "")), None
+    )
+    if ended and unclosed is not None and error.context_mark is not None:
+        # A quote or a bracket is never closed: where it opens is the place.
+        mark, (opened, closing) = error.context_mark, unclosed
         return ConfigError(
             f"YAML syntax error: the {opened} that starts here never ends",
             file=CONFIG_FILE,

@@ -23,7 +23,6 @@ from kiln.config.kinds import (
     DURATION,
     HOST,
     MAP,
-    MAP_SIZE,
     ORIGINS,
     PORT,
     SIZE,
@@ -109,7 +108,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "storage.mapSize",
-        MAP_SIZE,
+        SIZE,
         256 * 1024**2,
         "The initial LMDB map size; it grows automatically.",
     ),

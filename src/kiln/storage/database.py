@@ -71,6 +71,10 @@ def open_environment(
             catalog = Catalog(env)
             with env.begin() as txn:
                 entries = catalog.read(txn)
+        except lmdb.MapFullError:  # a map too small for the catalog (storage.mapSize): grow it
+            env.close()
+            map_size *= 2
+            continue
         except BaseException:
             env.close()
             raise
@@ -155,10 +159,15 @@ class Database:
         except BaseException:
             self.env.close()
             raise
-        self.tables: dict[str, TableStore] = {
-            table.name: TableStore(table, self.env) for table in tables
-        }
-        self.audit = AuditLog(self.env.open_db(_AUDIT_STORE), self.catalog.store)
+        while True:
+            try:  # creating a store writes to the map: one set too small (storage.mapSize) grows
+                self.tables: dict[str, TableStore] = {
+                    table.name: TableStore(table, self.env) for table in tables
+                }
+                self.audit = AuditLog(self.env.open_db(_AUDIT_STORE), self.catalog.store)
+                break
+            except lmdb.MapFullError:
+                self.grow()
         with self.env.begin() as txn:
             clock.observe(self.audit.last_version(txn))
 
