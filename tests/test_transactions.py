@@ -22,6 +22,7 @@ from kiln.app import App, load_app
 from kiln.config import load_config
 from kiln.errors import BadRequest, NotFound, PreconditionFailed, TransactionError
 from kiln.namespace import filled
+from kiln.storage.operations import Put, perform
 
 SCHEMA = """
 type Dog @table @export {
@@ -149,6 +150,10 @@ def test_writes_are_validated(app: App) -> None:
         ("Owner", lambda owners: owners.put(5, {"name": "Ann"}), "expects ID"),
         ("Owner", lambda owners: owners.put("ann/", {"name": "Ann"}), "ends with '/'"),
         ("Owner", lambda owners: owners.create({"id": "", "name": "Ann"}), "it is empty"),
+        ("Owner", lambda owners: owners.create({"id": "x" * 600, "name": "A"}), "too long"),
+        ("Dog", lambda dogs: dogs.put(None, {"name": "Rex"}), "the id is None"),
+        ("Dog", lambda dogs: dogs.patch(None, {"age": 1}), "the id is None"),
+        ("Dog", lambda dogs: dogs.delete(None), "the id is None"),
     ],
 )
 def test_an_id_no_url_could_reach_is_refused(app: App, table: str, call: Any, words: str) -> None:
@@ -157,6 +162,16 @@ def test_an_id_no_url_could_reach_is_refused(app: App, table: str, call: Any, wo
         call(records)
     assert words in refused.value.message
     assert list(records.search("")) == []
+
+
+def test_a_record_whose_key_no_url_names_can_still_be_patched_and_deleted(app: App) -> None:
+    owners = tables.Owner.records
+    with tables.Owner.database.env.begin(write=True) as txn:  # as an older kiln could store it
+        perform(tables.Owner.database, txn, Put("Owner", "ann/", {"name": "Ann"}), None)
+    owners.patch("ann/", {"name": "Anne"})
+    assert owners.get("ann/") == {"id": "ann/", "name": "Anne"}
+    owners.delete("ann/")
+    assert owners.get("ann/") is None
 
 
 def test_an_id_is_converted_to_the_key_type(app: App) -> None:

@@ -21,6 +21,7 @@ import math
 import re
 from urllib.parse import quote
 
+from kiln.storage.keys import encode_key
 from kiln.types import Key
 
 _INTEGER_RANGES = {"Int": 2**31, "Long": 2**63, "BigInt": None}
@@ -36,22 +37,37 @@ def key_to_segment(key: Key) -> str:
     return str(key)
 
 
-def unaddressable(key: Key) -> str | None:
-    """Why no URL can name ``key``, or None: a string key that is empty, ends with ``/``
-    (a subscription's id prefix), or holds U+FFFD (what the HTTP server decodes a
-    %-escape that is not UTF-8 to, so a URL holding it cannot be told from a broken one).
+REPLACEMENT = "\ufffd"
+"""What the HTTP server decodes a %-escape that is not UTF-8 to, so no key may hold it:
+a URL holding it cannot be told from a broken one."""
 
-    >>> unaddressable("a/b"), unaddressable("a/")
+_ALWAYS_STORABLE_LENGTH = 127
+"""A string key this much shorter never exceeds LMDB's 511-byte key limit (4 bytes a char)."""
+
+
+def key_problem(key: Key) -> str | None:
+    """Why ``key`` cannot be a new record's key, or None: no URL could name it (a string
+    key that is empty, ends with ``/``, a subscription's id prefix, or holds
+    :data:`REPLACEMENT`), or the key store cannot hold it (too long, too large).
+
+    >>> key_problem("a/b"), key_problem("a/")
     (None, "no URL could name it: it ends with '/'")
     """
-    if not isinstance(key, str):
-        return None
-    if not key:
-        return "no URL could name it: it is empty"
-    if key.endswith("/"):
-        return "no URL could name it: it ends with '/'"
-    if "\ufffd" in key:
-        return "no URL could name it: it holds U+FFFD, the replacement character"
+    if isinstance(key, str):
+        if not key:
+            return "no URL could name it: it is empty"
+        if key.endswith("/"):
+            return "no URL could name it: it ends with '/'"
+        if REPLACEMENT in key:
+            return "no URL could name it: it holds U+FFFD, the replacement character"
+        if len(key) < _ALWAYS_STORABLE_LENGTH:
+            return None
+    elif isinstance(key, int) and -(2**63) <= key < 2**64:
+        return None  # within 64 bits: always storable
+    try:
+        encode_key(key)
+    except ValueError as error:
+        return f"the key store cannot hold it: {error}"
     return None
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from kiln.errors import BadRequest, FieldError, KilnError, ValidationError
-from kiln.keypath import unaddressable
+from kiln.keypath import key_problem
 from kiln.query import Query, parse_query
 from kiln.query.binder import bind
 from kiln.query.executor import CHUNK, Results, Source
@@ -196,12 +196,14 @@ class Records:
         """Replace (or create) the record with key ``id``.
 
         Raises:
+            BadRequest: ``id`` is not of the primary key's type, or cannot be a new key
+                (no URL could name it, or the store cannot hold it).
             ValidationError: ``record`` does not fit the table.
             PreconditionFailed: ``if_version`` is not the stored version (at commit, in a
                 transaction); nothing is written.
         """
         definition = self._table.definition
-        id = self._key(id, "put")
+        id = self._key(id, "put", new=True)
         data = validated(definition, self._table.schema, record, id, partial=False)
         self._write(Put(definition.name, id, data, if_version))
 
@@ -213,12 +215,14 @@ class Records:
         commit fail with :class:`~kiln.errors.Conflict` (nothing is overwritten).
 
         Raises:
+            BadRequest: the record's key cannot be a new key (no URL could name it, or the
+                store cannot hold it).
             Conflict: a record with that key exists (at commit, in a transaction).
         """
         definition = self._table.definition
         data = validated(definition, self._table.schema, record, None, partial=False)
         key = data.pop(definition.primary_key, None)
-        problem = None if key is None else unaddressable(key)
+        problem = None if key is None else key_problem(key)
         if problem is not None:
             raise BadRequest(
                 f"{definition.name}.records.create(...): the record's {definition.primary_key} "
@@ -236,6 +240,7 @@ class Records:
         """Merge ``changes`` into the record with key ``id``, which must exist.
 
         Raises:
+            BadRequest: ``id`` is not of the primary key's type.
             NotFound: no such record (at commit, in a transaction).
             PreconditionFailed: ``if_version`` is not the stored version.
         """
@@ -249,6 +254,7 @@ class Records:
         """Delete the record with key ``id``, which must exist.
 
         Raises:
+            BadRequest: ``id`` is not of the primary key's type.
             NotFound: no such record (at commit, in a transaction).
             PreconditionFailed: ``if_version`` is not the stored version.
         """
@@ -280,15 +286,20 @@ class Records:
         bound = bind(parsed, table.definition, table.schema, relationships=relationships)
         return search(table, bound)
 
-    def _key(self, id: Any, method: str) -> Key:
-        """``id`` as a key of this table (``3.0`` → ``3`` for an Int key).
+    def _key(self, id: Any, method: str, *, new: bool = False) -> Key:
+        """``id`` as a key of this table (``3.0`` → ``3`` for an Int key); one that may
+        make a ``new`` record must also be one a URL can name and the store hold (a
+        stored record's own key, whatever it is, can still be patched and deleted).
 
         Raises:
-            BadRequest: ``id`` is not of the primary key's type, or no URL could name it.
+            BadRequest: ``id`` is None or not of the primary key's type, or, when ``new``,
+                cannot be a new record's key.
         """
         definition = self._table.definition
         primary_key = definition.primary_key
         call = f"{definition.name}.records.{method}({id!r}, ...)"
+        if id is None:
+            raise BadRequest(f"{call}: the id is None; give the record's key")
         try:
             key = validate_record(definition, self._table.schema, {primary_key: id}, partial=True)
         except ValidationError as error:
@@ -296,7 +307,7 @@ class Records:
             raise BadRequest(
                 f"{call}: the id is not a {definition.name} key: {message}",
             ) from None
-        problem = unaddressable(key[primary_key])
+        problem = key_problem(key[primary_key]) if new else None
         if problem is not None:
             raise BadRequest(f"{call}: the id cannot be a key: {problem}; choose another")
         return key[primary_key]

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, NamedTuple, cast
 from kiln.auth.access import access_of, check_write, denied, readable_query
 from kiln.auth.roles import TableAccess, User
 from kiln.errors import BadRequest, HTTPError, KilnError, MethodNotAllowed, NotFound
-from kiln.keypath import key_to_segment, parse_key
+from kiln.keypath import REPLACEMENT, key_problem, key_to_segment, parse_key
 from kiln.query import Query, Selection
 from kiln.query.binder import bind
 from kiln.query.executor import Results, matching_keys, selected
@@ -28,7 +28,6 @@ from kiln.realtime import ChangeBus, Event, Subscription, Topic
 from kiln.records import RecordsAttribute, generated_key, queue, search, validated
 from kiln.schema import Schema, TableDef
 from kiln.storage.database import Database
-from kiln.storage.keys import encode_key
 from kiln.storage.operations import (
     Delete,
     DeleteMatching,
@@ -78,8 +77,6 @@ SIGNATURES = {
 
 _TARGET_ONLY = frozenset({"get", "delete", "subscribe"})
 _WRITES = frozenset({"put", "post", "patch", "delete"})
-_ALWAYS_STORABLE_LENGTH = 127
-"""A string key this much shorter never exceeds LMDB's 511-byte key limit (4 bytes a char)."""
 
 
 class Context(NamedTuple):
@@ -620,7 +617,7 @@ class Table(Resource):
             NotFound: ``text`` cannot be a key of this table (``abc`` for an Int key).
             BadRequest: the key is too long to store, or its %-escapes are not UTF-8.
         """
-        if _REPLACED in text:
+        if REPLACEMENT in text:
             raise BadRequest(
                 f"the key in {self.path}/{text} is not UTF-8 text once its %-escapes are "
                 "decoded (or holds U+FFFD, which kiln cannot tell from an escape that is not "
@@ -631,20 +628,27 @@ class Table(Resource):
             key = parse_key(text, key_type)
         except ValueError as error:
             raise NotFound(
-                f"no {self.definition.name} record has the key {text!r}, and none can: "
+                f"no {self.definition.name} record has the key {_shown(text)}, and none can: "
                 f"its keys are {key_type} ({error})"
             ) from None
-        return self._storable(key)
+        problem = key_problem(key)
+        if problem is not None:
+            raise BadRequest(
+                f"{_shown(text)} cannot be a {self.definition.name} key: {problem}; "
+                "use a shorter key"
+            )
+        return key
 
     def _addressable(self, key: Key) -> Key:
-        """``key`` itself, once a URL can name it: POST must not create what GET cannot reach."""
-        if isinstance(key, str) and (not key or key.endswith("/") or _REPLACED in key):
+        """``key`` itself, once a URL can name it and the store hold it: POST must not create
+        what GET cannot reach."""
+        problem = key_problem(key)
+        if problem is not None:
             raise BadRequest(
-                f"the {self.definition.primary_key} {key!r} cannot be a key: no URL could "
-                "name it (keys are not empty, do not end with '/' and do not hold U+FFFD, "
-                "the replacement character); choose another or leave it out to generate one"
+                f"the {self.definition.primary_key} {_shown(key)} cannot be a key: {problem}; "
+                "choose another or leave it out to generate one"
             )
-        return self._storable(key)
+        return key
 
     def allowed_methods(self, target: RequestTarget) -> tuple[str, ...]:
         """A collection answers reads and POST; a record answers reads and the other writes."""
@@ -654,22 +658,11 @@ class Table(Resource):
             return ("GET", "HEAD", "OPTIONS")
         return ("GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS")
 
-    def _storable(self, key: Key) -> Key:
-        """``key`` itself, once it is known to fit in the key store."""
-        if not isinstance(key, str) or len(key) < _ALWAYS_STORABLE_LENGTH:
-            return key  # numbers are range-checked already; short strings always fit
-        try:
-            encode_key(key)
-        except ValueError as error:
-            raise BadRequest(
-                f"the {self.definition.primary_key} {str(key)[:40]!r}... cannot be stored: "
-                f"{error}; use a shorter key"
-            ) from None
-        return key
 
-
-_REPLACED = "\ufffd"
-"""What an HTTP server puts for a %-escape that is not UTF-8, so no key may hold it."""
+def _shown(key: Key) -> str:
+    """``key`` for a message, cut short when long."""
+    text = repr(key)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_computed_function(function: Callable[..., Any], registering: str) -> None:

@@ -34,6 +34,11 @@ type Owner @table @export {
   name: String
 }
 
+type Big @table @export {
+  id: BigInt @primaryKey
+  name: String
+}
+
 type Node { next: Node  value: Int }
 """
 
@@ -68,6 +73,7 @@ def _msgpack_big(value: int) -> msgpack.ExtType:
         (CBOR, cbor2.dumps({"extra": [-HUGE]}), "$.extra[0]"),
         (MSGPACK, msgpack.packb({"extra": {"x": [math.inf]}}), "$.extra.x[0]"),
         (CBOR, cbor2.dumps({"undeclared": math.inf}), "$.undeclared"),
+        (CBOR, cbor2.dumps({"extra": cbor2.CBORTag(0, "9999-12-31T23:00:00-05:00")}), "$.extra"),
     ],
 )
 def test_what_only_binary_formats_carry_is_refused_and_reads_keep_working(
@@ -156,3 +162,16 @@ def test_a_key_mismatch_shows_its_values_as_json(http: httpx.Client) -> None:
     problem = refused(http.put("/Owner/x", json={"code": None, "name": "n"}))
     assert "the body's code (null) differs from the URL's (\"x\")" in problem["detail"]
     assert http.get("/Owner/x").status_code == 404
+
+
+def test_a_key_too_large_for_the_key_store_is_400_on_every_path(http: httpx.Client) -> None:
+    huge = 10**700
+    for response in (
+        http.get(f"/Big/{huge}"),
+        http.put(f"/Big/{huge}", json={"name": "x"}),
+        http.post("/Big/", json={"id": huge, "name": "x"}),
+        http.post("/Big/", json={"id": str(huge), "name": "x"}),
+    ):
+        assert "the key store cannot hold it" in refused(response)["detail"]
+    assert http.get("/Big/").json() == []
+    assert http.put(f"/Big/{10**600}", json={"name": "fits"}).status_code == 204
