@@ -492,7 +492,7 @@ def test_the_banner_names_only_the_mqtt_listeners_that_listen(
         output = server.output()
         banner = output[output.index("kiln serving") :]
         assert "mqtt://127.0.0.1:1883" not in output, output
-        assert f"  MQTT at ws://127.0.0.1:{ws_port} (topics: <route>/<id>)\n" in banner, output
+        assert f"  MQTT at ws://127.0.0.1:{ws_port}/ (topics: <route>/<id>)\n" in banner, output
         assert (
             "  MQTT over TCP is off: mqtt.port 1883 (the default) is taken "
             "(Address already in use); set mqtt.port to serve it on another port\n"

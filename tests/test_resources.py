@@ -531,6 +531,8 @@ def test_a_seam_method_that_is_not_an_instance_method(tmp_path: Path, kind: str)
         ("allow_post", "; did you mean allow_insert?"),
         ("allow_create", "; did you mean allow_insert?"),
         ("allow_admins", "\n"),
+        ("allowRead", "; did you mean allow_read?"),
+        ("allowCreate", "; did you mean allow_insert?"),
     ],
 )
 def test_an_allow_method_that_is_no_permission_hook(

@@ -32,6 +32,7 @@ import inspect
 import io
 import itertools
 import logging
+import re
 import signal
 import sys
 import threading
@@ -423,8 +424,9 @@ def _route(cls: type[Resource], path: Path, lines: Mapping[str, int]) -> str:
 
 def _check_methods(cls: type, path: Path, lines: Mapping[str, int], *, warn: bool) -> None:
     """Every seam method and permission hook ``cls`` defines takes the seam's parameters, and
-    every ``allow_`` method is a hook; with ``warn``, log each method named like a seam
-    method but not one (``gett``: kiln never calls it, yet ``posts`` may be a helper).
+    every ``allow_`` method (or ``allowRead``, Harper's spelling) is a hook; with ``warn``,
+    log each method named like a seam method but not one (``gett``: kiln never calls it,
+    yet ``posts`` may be a helper).
     """
     for name, member in cls.__dict__.items():
         if name.startswith("_") or member is None:
@@ -434,8 +436,8 @@ def _check_methods(cls: type, path: Path, lines: Mapping[str, int], *, warn: boo
             _check_signature(cls, name, member, function, path, lines)
         elif function is None:
             continue  # an attribute, a property: not a method kiln could mean
-        elif name.startswith("allow_"):
-            meant = _hook_meant(name)
+        elif name.startswith("allow_") or _CAMEL_HOOK.fullmatch(name):
+            meant = _hook_meant(_CAPITAL.sub(r"_\1", name).lower())
             raise ResourceError(
                 f"{cls.__name__}.{name} is not a permission hook kiln calls"
                 + (f"; did you mean {meant}?" if meant else ""),
@@ -454,6 +456,13 @@ def _check_methods(cls: type, path: Path, lines: Mapping[str, int], *, warn: boo
                 name,
                 close[0],
             )
+
+
+_CAMEL_HOOK = re.compile(r"allow[A-Z]\w*")
+"""A method named as Harper names its hooks (``allowRead``): one kiln never calls."""
+
+_CAPITAL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+"""Where ``allowRead`` takes an underscore to read as ``allow_read``."""
 
 
 def _hook_meant(name: str) -> str | None:

@@ -154,7 +154,10 @@ def banner(app: App, mqtt: MqttServer | None) -> str:
     lines = [f"kiln serving {app.directory} at http://{host}:{http.port}/{workers}"]
     if mqtt is not None:
         if mqtt.listening:
-            urls = " and ".join(f"{scheme}://{host}:{port}" for scheme, port in mqtt.listening)
+            urls = " and ".join(
+                f"{scheme}://{host}:{port}{'/' if scheme == 'ws' else ''}"
+                for scheme, port in mqtt.listening
+            )
             lines.append(f"  MQTT at {urls} (topics: <route>/<id>)")
         lines.extend(f"  {reason}" for reason in mqtt.off)
     for route, resource in app.routes.items():

@@ -41,8 +41,6 @@ MAX_DIGITS = 4300
 integer into text (``sys.get_int_max_str_digits``), so every stored number can be sent as
 JSON. Only CBOR and MessagePack bodies can carry a longer one."""
 _DIGITS_BOUND = 10**MAX_DIGITS
-MAX_FREE_DEPTH = 100
-"""The deepest nesting of arrays and objects in an ``Any`` value or an undeclared attribute."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DECIMAL = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
@@ -341,10 +339,13 @@ def _check_bytes(value: Any) -> Any:
 def _check_free(value: Any, path: str, errors: list[FieldError]) -> Any:
     """Check a value of no declared shape (``Any``, or an undeclared attribute): whatever a
     body format can carry, except what JSON cannot show (NaN, Infinity, a number of more
-    than :data:`MAX_DIGITS` digits) and nesting deeper than :data:`MAX_FREE_DEPTH`."""
-    pending = [(value, path, 0)]
+    than :data:`MAX_DIGITS` digits) and a moment an offset takes out of the years 1 to 9999.
+
+    It walks the value without recursing: how deep it may nest is the body decoders' call.
+    """
+    pending = [(value, path)]
     while pending:
-        item, where, depth = pending.pop()
+        item, where = pending.pop()
         if isinstance(item, dict):
             children: Any = ((_child(where, key), child) for key, child in item.items())
         elif isinstance(item, list | tuple):
@@ -354,17 +355,8 @@ def _check_free(value: Any, path: str, errors: list[FieldError]) -> Any:
             if problem is not None:
                 errors.append(FieldError(where, f"`{_label(where)}` {problem}"))
             continue
-        if depth == MAX_FREE_DEPTH:
-            errors.append(
-                FieldError(
-                    where,
-                    f"`{_label(where)}` nests arrays and objects more than {MAX_FREE_DEPTH} "
-                    "levels deep; flatten it",
-                )
-            )
-            continue
         # Reversed onto the stack, so that the errors come in the order of the body.
-        pending.extend(reversed([(child, at, depth + 1) for at, child in children]))
+        pending.extend(reversed([(child, at) for at, child in children]))
     return value
 
 
@@ -384,6 +376,11 @@ def _unstorable(value: Any) -> str | None:
             f"is {_brief(value)}, over the {MAX_DIGITS:,} a stored number may have; "
             "send it as a string"
         )
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            return f"is {_brief(value)}, which is outside the years 1 to 9999 in UTC"
     return None
 
 

@@ -32,8 +32,9 @@ def if_match_version(value: str | None) -> Precondition | None:
     versions = set()
     for tag in value.split(","):
         tag = tag.strip()
-        if len(tag) > 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit():
-            versions.add(int(tag[1:-1]))
+        digits = tag[1:-1]
+        if len(tag) > 2 and tag[0] == tag[-1] == '"' and digits.isdigit() and digits[0] != "0":
+            versions.add(int(digits))  # "0123" is no ETag kiln gave: strong means the same text
     if len(versions) > 1:
         return frozenset(versions)
     return versions.pop() if versions else 0

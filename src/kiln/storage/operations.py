@@ -192,7 +192,7 @@ def _check_version(
         if expected == MATCH_ANY:
             wanted = "any version"
         elif expected == 0:  # what an If-Match that names no version of kiln's becomes
-            wanted = 'a version the precondition names (an ETag is a quoted number like "123")'
+            wanted = 'any version the precondition names (an ETag is a quoted number like "123")'
         else:
             wanted = f"version {expected}"
         raise PreconditionFailed(
