@@ -46,7 +46,7 @@ from typing import NoReturn
 
 from kiln.errors import HTTPError, KilnError, ResourceError, UnknownTable
 from kiln.namespace import filled
-from kiln.resource import PERMISSION_OF, SIGNATURES, Resource, Table
+from kiln.resource import PERMISSION_OF, SIGNATURES, Resource, Table, as_written
 from kiln.schema import Schema
 
 log = logging.getLogger(__name__)
@@ -523,12 +523,8 @@ def _check_signature(
     plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)
     if plain and tuple(p.name for p in parameters) == expected:
         return
-    shown = signature.replace(  # the parameters as written, `*` and `/` included
-        parameters=[p.replace(annotation=p.empty) for p in parameters],
-        return_annotation=signature.empty,
-    )
     raise ResourceError(
-        f"{cls.__name__}.{name}{shown} does not match the seam: kiln calls "
+        f"{cls.__name__}.{name}{as_written(signature)} does not match the seam: kiln calls "
         f"{name}({', '.join(expected[1:])})",
         file=path.name,
         line=function.__code__.co_firstlineno,

@@ -665,6 +665,15 @@ def _shown(key: Key) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def as_written(signature: inspect.Signature) -> inspect.Signature:
+    """``signature`` without its annotations, for a message: the parameters as written,
+    ``*`` and ``/`` included."""
+    return signature.replace(
+        parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+        return_annotation=signature.empty,
+    )
+
+
 def _check_computed_function(function: Callable[..., Any], registering: str) -> None:
     """``function`` can derive a computed value: kiln calls it with the record alone and
     does not await it.
@@ -686,13 +695,9 @@ def _check_computed_function(function: Callable[..., Any], registering: str) -> 
     try:
         signature.bind(None)
     except TypeError:
-        shown = signature.replace(
-            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
-            return_annotation=signature.empty,
-        )
         raise KilnError(
-            f"{registering} decorates {name}{shown}, but kiln calls it with one argument, "
-            "the record",
+            f"{registering} decorates {name}{as_written(signature)}, but kiln calls it with "
+            "one argument, the record",
             hint=f"define it as `def {name if name.isidentifier() else 'compute'}(record): "
             "return ...`",
         ) from None
