@@ -159,3 +159,13 @@ def test_users_added_on_a_stopped_app_log_in_once_it_runs(app: Path, tmp_path: P
         assert httpx.get(f"{server.url}/Dog/", auth=("ann", "wrong-password")).status_code == 401
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("command", [["list"], ["remove", "ann"]])
+def test_a_data_folder_that_is_a_file_exits_2_naming_it(tmp_path: Path, command: list[str]) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    code, output = kiln_user(*command, "--data", str(blocked))
+    assert code == 2, output
+    assert "error: cannot use the data folder: Not a directory" in output
+    assert "Traceback" not in output

@@ -259,6 +259,20 @@ def _accounts(app: Path, data: Path | None) -> Accounts:
     except KilnError as error:
         _report(error)
         raise typer.Exit(2 if isinstance(error, ConfigError) else 1) from None
+    except OSError as error:
+        _report(_unusable_data_folder(error))
+        raise typer.Exit(2) from None
+
+
+def _unusable_data_folder(error: OSError) -> KilnError:
+    """The mistake an OS error opening the data folder shows (``kiln run`` names the setting
+    too: :func:`kiln.serve.data_folder_error`)."""
+    where = f" ({error.filename})" if error.filename else ""
+    return KilnError(
+        f"cannot use the data folder: {error.strerror or error}{where}",
+        hint="choose a folder kiln can create and write to: --data, KILN_STORAGE_PATH or "
+        "storage.path in config.yaml",
+    )
 
 
 def _or_exit(action: Callable[[], _T]) -> _T:
