@@ -41,6 +41,10 @@ MAX_DIGITS = 4300
 integer into text (``sys.get_int_max_str_digits``), so every stored number can be sent as
 JSON. Only CBOR and MessagePack bodies can carry a longer one."""
 _DIGITS_BOUND = 10**MAX_DIGITS
+MAX_FREE_DEPTH = 500
+"""The deepest nesting of arrays and objects in an ``Any`` value or an undeclared attribute:
+well within what a stored record can be read back with (msgspec's decoders stop near
+1,000 levels, counted from wherever the reading code stands)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DECIMAL = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
@@ -339,13 +343,12 @@ def _check_bytes(value: Any) -> Any:
 def _check_free(value: Any, path: str, errors: list[FieldError]) -> Any:
     """Check a value of no declared shape (``Any``, or an undeclared attribute): whatever a
     body format can carry, except what JSON cannot show (NaN, Infinity, a number of more
-    than :data:`MAX_DIGITS` digits) and a moment an offset takes out of the years 1 to 9999.
-
-    It walks the value without recursing: how deep it may nest is the body decoders' call.
+    than :data:`MAX_DIGITS` digits), a moment an offset takes out of the years 1 to 9999, and
+    nesting deeper than :data:`MAX_FREE_DEPTH`. It walks the value without recursing.
     """
-    pending = [(value, path)]
+    pending = [(value, path, 0)]
     while pending:
-        item, where = pending.pop()
+        item, where, depth = pending.pop()
         if isinstance(item, dict):
             children: Any = ((_child(where, key), child) for key, child in item.items())
         elif isinstance(item, list | tuple):
@@ -355,8 +358,17 @@ def _check_free(value: Any, path: str, errors: list[FieldError]) -> Any:
             if problem is not None:
                 errors.append(FieldError(where, f"`{_label(where)}` {problem}"))
             continue
+        if depth == MAX_FREE_DEPTH:
+            errors.append(
+                FieldError(
+                    where,
+                    f"`{_label(where)}` nests arrays and objects more than {MAX_FREE_DEPTH} "
+                    "levels deep; flatten it",
+                )
+            )
+            continue
         # Reversed onto the stack, so that the errors come in the order of the body.
-        pending.extend(reversed([(child, at) for at, child in children]))
+        pending.extend(reversed([(child, at, depth + 1) for at, child in children]))
     return value
 
 
