@@ -502,3 +502,13 @@ def test_an_index_build_killed_midway_is_finished_on_the_next_start(
         app.close()
     assert progress.calls[0] == ("Dog", "breed", 0, count)
     assert catalog(data_dir)["Dog"].indexes == {"breed": "ready"}
+
+
+def test_kiln_drop_grows_a_map_opened_small(app_dir: Path, data_dir: Path) -> None:
+    write_app(app_dir, DOGS + CATS)
+    cats = {n: {"name": f"cat {n} " + "x" * 500} for n in range(1, 1500)}
+    seed(app_dir, data_dir, {"Dog": {1: dog(1)}, "Cat": cats})
+    write_app(app_dir, DOGS, config="storage:\n  mapSize: 64KiB\n")
+    done = drop(app_dir, data_dir, "Cat", "--yes")
+    assert done.exit_code == 0, done.output
+    assert "Cat" not in catalog(data_dir)

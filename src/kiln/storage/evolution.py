@@ -232,15 +232,20 @@ def drop_table(data_dir: Path, table: StoredTable, *, map_size: int) -> None:
     """
     env, catalog, _entries = open_environment(data_dir / table.database, set(), map_size=map_size)
     try:
-        with env.begin(write=True) as txn:
-            for name in table.entry.stores():
-                is_index = name != records_store(table.entry.table)
-                try:
-                    store = env.open_db(name, txn=txn, create=False, dupsort=is_index)
-                except lmdb.NotFoundError:
-                    continue
-                txn.drop(store, delete=True)
-            catalog.delete(txn, table.entry.table)
+        while True:
+            try:
+                with env.begin(write=True) as txn:
+                    for name in table.entry.stores():
+                        is_index = name != records_store(table.entry.table)
+                        try:
+                            store = env.open_db(name, txn=txn, create=False, dupsort=is_index)
+                        except lmdb.NotFoundError:
+                            continue
+                        txn.drop(store, delete=True)
+                    catalog.delete(txn, table.entry.table)
+                break
+            except lmdb.MapFullError:  # LMDB reopens a map no bigger than its data
+                env.set_mapsize(env.info()["map_size"] * 2)
         env.sync(True)
     finally:
         env.close()
