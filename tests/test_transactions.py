@@ -378,3 +378,18 @@ def test_search_in_a_transaction_sees_its_own_writes(app: App) -> None:
 def test_search_in_a_request_sees_the_requests_writes(http: httpx.Client) -> None:
     body = {"id": 210, "name": "Census", "breed": "census-breed"}
     assert http.post("/Census/", json=body).json() == [210]
+
+
+def test_an_id_the_key_store_cannot_hold_is_no_record(app: App) -> None:
+    owners = tables.Owner.records
+    assert owners.get("x" * 600) is None
+    with pytest.raises(NotFound):
+        owners.patch("x" * 600, {"name": "n"})
+    with pytest.raises(NotFound):
+        owners.delete("x" * 600)
+    with pytest.raises(BadRequest) as refused:
+        owners.put("a\ud800", {"name": "n"})
+    assert "the key store cannot hold it" in refused.value.message
+    with pytest.raises(BadRequest) as huge:
+        tables.Dog.records.put(10**5000, {"name": "n"})
+    assert "a whole number of about" in huge.value.message

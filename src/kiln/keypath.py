@@ -41,8 +41,26 @@ REPLACEMENT = "\ufffd"
 """What the HTTP server decodes a %-escape that is not UTF-8 to, so no key may hold it:
 a URL holding it cannot be told from a broken one."""
 
-_ALWAYS_STORABLE_LENGTH = 127
-"""A string key this much shorter never exceeds LMDB's 511-byte key limit (4 bytes a char)."""
+
+def unstorable(key: Key) -> str | None:
+    """Why the key store cannot hold ``key`` (too long, too large, a lone surrogate), or None."""
+    if isinstance(key, int) and -(2**63) <= key < 2**64:
+        return None  # within 64 bits: always storable
+    if isinstance(key, float) and key == key:
+        return None  # any float but NaN fits
+    try:
+        encode_key(key)
+    except ValueError as error:
+        return f"the key store cannot hold it: {error}"
+    return None
+
+
+def shown_key(key: object) -> str:
+    """``key`` for a message: its repr, cut short when long (a huge integer by its size)."""
+    if isinstance(key, int) and key.bit_length() > 200:
+        return f"a whole number of about {int(key.bit_length() * 0.30103)} digits"
+    text = repr(key)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def key_problem(key: Key) -> str | None:
@@ -60,15 +78,7 @@ def key_problem(key: Key) -> str | None:
             return "no URL could name it: it ends with '/'"
         if REPLACEMENT in key:
             return "no URL could name it: it holds U+FFFD, the replacement character"
-        if len(key) < _ALWAYS_STORABLE_LENGTH:
-            return None
-    elif isinstance(key, int) and -(2**63) <= key < 2**64:
-        return None  # within 64 bits: always storable
-    try:
-        encode_key(key)
-    except ValueError as error:
-        return f"the key store cannot hold it: {error}"
-    return None
+    return unstorable(key)
 
 
 def key_to_topic(key: Key) -> str | None:

@@ -444,7 +444,8 @@ def _check_methods(cls: type, path: Path, lines: Mapping[str, int], *, warn: boo
                 file=path.name,
                 line=function.__code__.co_firstlineno,
                 hint=f"the hooks are {', '.join(_HOOKS)}; rename it to the one you meant, or "
-                "give a helper a name that does not start with allow_",
+                "give a helper a name that starts neither with allow_ nor with allow and a "
+                "capital letter",
             )
         elif warn and (close := difflib.get_close_matches(name.lower(), _SEAM, 1, 0.8)):
             log.warning(

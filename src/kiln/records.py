@@ -18,8 +18,8 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from kiln.errors import BadRequest, FieldError, KilnError, ValidationError
-from kiln.keypath import key_problem
+from kiln.errors import BadRequest, FieldError, KilnError, NotFound, ValidationError
+from kiln.keypath import key_problem, shown_key, unstorable
 from kiln.query import Query, parse_query
 from kiln.query.binder import bind
 from kiln.query.executor import CHUNK, Results, Source
@@ -181,8 +181,11 @@ class Records:
         self._table = table
 
     def get(self, id: Key) -> Record | None:
-        """The record with key ``id`` (as this transaction left it), or None."""
+        """The record with key ``id`` (as this transaction left it), or None (also for an id
+        no record can have: one the key store cannot hold)."""
         table = self._table
+        if unstorable(id) is not None:
+            return None
         transaction = current()
         if transaction is not None and transaction.database is table.database:
             pending = transaction.pending.get((table.definition.name, id), ...)
@@ -226,7 +229,7 @@ class Records:
         if problem is not None:
             raise BadRequest(
                 f"{definition.name}.records.create(...): the record's {definition.primary_key} "
-                f"{key!r} cannot be a key: {problem}; choose another or leave it out to "
+                f"{shown_key(key)} cannot be a key: {problem}; choose another or leave it out to "
                 "generate one"
             )
         if key is None and current() is not None:
@@ -294,22 +297,29 @@ class Records:
         Raises:
             BadRequest: ``id`` is None or not of the primary key's type, or, when ``new``,
                 cannot be a new record's key.
+            NotFound: not ``new``, and the key store cannot hold ``id``.
         """
         definition = self._table.definition
         primary_key = definition.primary_key
-        call = f"{definition.name}.records.{method}({id!r}, ...)"
+
+        def call() -> str:
+            return f"{definition.name}.records.{method}({shown_key(id)}, ...)"
+
         if id is None:
-            raise BadRequest(f"{call}: the id is None; give the record's key")
+            raise BadRequest(f"{call()}: the id is None; give the record's key")
         try:
             key = validate_record(definition, self._table.schema, {primary_key: id}, partial=True)
         except ValidationError as error:
             message = error.errors[0].message if error.errors else error.message
             raise BadRequest(
-                f"{call}: the id is not a {definition.name} key: {message}",
+                f"{call()}: the id is not a {definition.name} key: {message}",
             ) from None
-        problem = key_problem(key[primary_key]) if new else None
-        if problem is not None:
-            raise BadRequest(f"{call}: the id cannot be a key: {problem}; choose another")
+        if new:
+            problem = key_problem(key[primary_key])
+            if problem is not None:
+                raise BadRequest(f"{call()}: the id cannot be a key: {problem}; choose another")
+        elif unstorable(key[primary_key]) is not None:
+            raise NotFound(f"{call()}: no {definition.name} record can have that key")
         return key[primary_key]
 
     def _write(self, operation: Operation) -> WriteResult | None:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, NamedTuple, cast
 from kiln.auth.access import access_of, check_write, denied, readable_query
 from kiln.auth.roles import TableAccess, User
 from kiln.errors import BadRequest, HTTPError, KilnError, MethodNotAllowed, NotFound
-from kiln.keypath import REPLACEMENT, key_problem, key_to_segment, parse_key
+from kiln.keypath import REPLACEMENT, key_problem, key_to_segment, parse_key, shown_key
 from kiln.query import Query, Selection
 from kiln.query.binder import bind
 from kiln.query.executor import Results, matching_keys, selected
@@ -628,13 +628,13 @@ class Table(Resource):
             key = parse_key(text, key_type)
         except ValueError as error:
             raise NotFound(
-                f"no {self.definition.name} record has the key {_shown(text)}, and none can: "
+                f"no {self.definition.name} record has the key {shown_key(text)}, and none can: "
                 f"its keys are {key_type} ({error})"
             ) from None
         problem = key_problem(key)
         if problem is not None:
             raise BadRequest(
-                f"{_shown(text)} cannot be a {self.definition.name} key: {problem}; "
+                f"{shown_key(text)} cannot be a {self.definition.name} key: {problem}; "
                 "use a shorter key"
             )
         return key
@@ -645,7 +645,7 @@ class Table(Resource):
         problem = key_problem(key)
         if problem is not None:
             raise BadRequest(
-                f"the {self.definition.primary_key} {_shown(key)} cannot be a key: {problem}; "
+                f"the {self.definition.primary_key} {shown_key(key)} cannot be a key: {problem}; "
                 "choose another or leave it out to generate one"
             )
         return key
@@ -657,12 +657,6 @@ class Table(Resource):
         if target.id is None:
             return ("GET", "HEAD", "OPTIONS")
         return ("GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS")
-
-
-def _shown(key: Key) -> str:
-    """``key`` for a message, cut short when long."""
-    text = repr(key)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def as_written(signature: inspect.Signature) -> inspect.Signature:
