@@ -286,12 +286,7 @@ def test_answers_given_after_a_second_commit_wait_for_its_durable_frame() -> Non
     the second still follow its own ``durable`` frame, not the first one's."""
 
     async def main() -> None:
-        worker_end, process_end = socket.socketpair()
-        process = Peers([process_end])
-        await process.start(lambda _link, _frame: None, lambda _link: None)
-        worker = Peers([worker_end])
-        inbox = Inbox()
-        await worker.start(inbox.frame, inbox.ended)
+        process, worker, inbox = await linked()
         answers = _Answers(asyncio.get_running_loop(), process)
         first, second = answers.to(0, 1), answers.to(0, 2)
         answers.durable("data", 5)  # as two sync threads' turns would, before the loop runs
@@ -318,12 +313,7 @@ def test_an_answer_that_cannot_travel_is_a_500_and_the_others_arrive() -> None:
     500 saying the write was made; the other answers of its frame arrive intact."""
 
     async def main() -> None:
-        worker_end, process_end = socket.socketpair()
-        process = Peers([process_end])
-        await process.start(lambda _link, _frame: None, lambda _link: None)
-        worker = Peers([worker_end])
-        inbox = Inbox()
-        await worker.start(inbox.frame, inbox.ended)
+        process, worker, inbox = await linked()
         answers = _Answers(asyncio.get_running_loop(), process)
         good, bad = answers.to(0, 1), answers.to(0, 2)
         good(Receipt([], 1), None)
