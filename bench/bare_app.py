@@ -11,15 +11,26 @@ decoding, JSON encoding. ``--workers N`` runs N such processes on the port, as k
 
 ``GET /_health`` answers 200 with ``{"worker": K}`` (which of the processes answered, as
 kiln's does); a bad or unknown id answers 404.
+
+``--durable-put`` opens the environment writable and also answers ``PUT /<anything>/<int
+id>``: the body's bytes, as they came, replace the stored value of that id, and an entry
+holding them is appended to the audit store, in a commit shared with every PUT waiting
+meanwhile (one writer thread, as kiln's), and the answer (204) waits until that commit is
+synced. It is the floor of a durable write on the machine: the disk's syncs and granian's
+body read, with no parsing, validation or record encoding. It writes the bytes as they
+came, so give it a copy of the data, never kiln's own.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import queue
 import signal
+import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +42,9 @@ from granian.server.embed import Server
 from kiln.storage.keys import encode_key
 
 _MAX_DBS = 64
-"""Enough named-store slots for any schema the benchmarks use (read-only: nothing is created)."""
+"""Enough named-store slots for any schema the benchmarks use (nothing is created)."""
+_WRITABLE_MAP_SIZE = 1 << 36
+"""Address space for ``--durable-put``'s writes (the file grows only with the data)."""
 
 _BYTES = [("content-type", "application/octet-stream")]
 _TEXT = [("content-type", "text/plain")]
@@ -65,10 +78,91 @@ class BareApp:
             protocol.response_bytes(200, _BYTES, body)
 
 
-def open_table(data_dir: Path, table: str, database: str = "data") -> tuple[lmdb.Environment, Any]:
-    """Open kiln's environment ``data_dir/database`` read-only and its ``t:<table>`` store."""
+_VERSION = struct.Struct(">Q")
+_Put = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", bytes, bytes]
+
+
+def _settle(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+class GroupWriter:
+    """One thread that applies every waiting put in one synced LMDB commit (group commit)."""
+
+    def __init__(self, env: lmdb.Environment, db: Any):
+        self.env = env
+        self.db = db
+        self.audit = env.open_db(b"audit", create=False)
+        with env.begin() as txn:
+            cursor = txn.cursor(db=self.audit)
+            self.version = _VERSION.unpack(cursor.key())[0] if cursor.last() else 0
+        self._waiting: queue.SimpleQueue[_Put] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="bare-writer", daemon=True).start()
+
+    def put(self, key: bytes, value: bytes) -> asyncio.Future[None]:
+        """Queue a put; the future is done once the commit holding it is on disk."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._waiting.put((loop, future, key, value))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            group = [self._waiting.get()]
+            while True:
+                try:
+                    group.append(self._waiting.get_nowait())
+                except queue.Empty:
+                    break
+            with self.env.begin(write=True) as txn:  # the commit syncs (sync=True)
+                for _loop, _future, key, value in group:
+                    txn.get(key, db=self.db)  # kiln reads the record it replaces
+                    txn.put(key, value, db=self.db)
+                    self.version += 1
+                    txn.put(_VERSION.pack(self.version), value, db=self.audit, append=True)
+            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+            for loop, future, _key, _value in group:
+                by_loop.setdefault(loop, []).append(future)
+            for loop, futures in by_loop.items():
+                loop.call_soon_threadsafe(_settle, futures)
+
+
+class DurablePutApp(BareApp):
+    """:class:`BareApp`, and ``PUT`` stores the body's bytes durably through a group writer."""
+
+    def __init__(self, env: lmdb.Environment, db: Any, number: int = 1):
+        super().__init__(env, db, number)
+        self.writer = GroupWriter(env, db)
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        if scope.method != "PUT":
+            await super().__rsgi__(scope, protocol)
+            return
+        body = await protocol()
+        try:
+            key = encode_key(int(scope.path.rpartition("/")[2]))
+        except ValueError:
+            protocol.response_bytes(404, _TEXT, b"no such id")
+            return
+        await self.writer.put(key, body)
+        protocol.response_empty(204, [])
+
+
+def open_table(
+    data_dir: Path, table: str, database: str = "data", *, writable: bool = False
+) -> tuple[lmdb.Environment, Any]:
+    """Open kiln's environment ``data_dir/database`` (read-only unless ``writable``: then
+    every commit syncs, meta page included) and its ``t:<table>`` store."""
+    room = {"map_size": _WRITABLE_MAP_SIZE} if writable else {}
     env = lmdb.open(
-        str(data_dir / database), readonly=True, max_dbs=_MAX_DBS, subdir=True, create=False
+        str(data_dir / database),
+        readonly=not writable,
+        max_dbs=_MAX_DBS,
+        subdir=True,
+        create=False,
+        **room,
     )
     return env, env.open_db(f"t:{table}".encode(), create=False)
 
@@ -97,8 +191,15 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="processes on the port, as kiln's http.workers"
     )
+    parser.add_argument(
+        "--durable-put",
+        action="store_true",
+        help="also answer PUT by storing the body durably (on a copy of kiln's data only)",
+    )
     parser.add_argument("--number", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.durable_put and args.workers != 1:
+        parser.error("--durable-put takes one process (one writer)")
     # The others are copies of this one on the same port: granian listens with SO_REUSEPORT.
     command = [sys.executable, "-m", "bench.bare_app", "--data", str(args.data)]
     command += ["--port", str(args.port), "--table", args.table]
@@ -106,9 +207,10 @@ def main() -> None:
         subprocess.Popen([*command, "--number", str(number)])
         for number in range(2, args.workers + 1)
     ]
-    env, db = open_table(args.data, args.table)
+    env, db = open_table(args.data, args.table, writable=args.durable_put)
+    app = DurablePutApp(env, db) if args.durable_put else BareApp(env, db, args.number)
     try:
-        uvloop.run(serve(BareApp(env, db, args.number), args.port))  # the loop kiln runs on
+        uvloop.run(serve(app, args.port))  # the loop kiln runs on
     finally:
         env.close()
         for copy in copies:

@@ -19,7 +19,8 @@ Steps:
 3. Load them one after the other with ``wrk``, a random id in [1, N] per request
    and a warm-up run first: kiln ``GET /Dog/<id>``, the bare app's ``GET``, then
    kiln ``PUT /Dog/<id>``, first with the indexed values each record already has (an
-   update), then with new ones (the worst case).
+   update, taking turns with the durable floor: :data:`FLOOR`), then with new ones
+   (the worst case).
 4. Print a table and kiln's ratios to the baseline, the targets next to them.
 
 Every subprocess and temporary folder is removed at the end, also on Ctrl-C.
@@ -89,6 +90,11 @@ FORMATS = {"kiln GET cbor": "application/cbor", "kiln GET msgpack": "application
 
 TARGETS = {"kiln GET": 0.60, "kiln PUT": 0.25, "kiln PUT update": 0.25}
 """The issue's targets: kiln's throughput as a fraction of the bare server's GET throughput."""
+
+FLOOR = "bare durable PUT"
+"""The floor of a durable write here: the bare app storing each PUT's bytes with group commit
+(``bench.bare_app --durable-put``), on a copy of the data, in turns with kiln's update. Its
+ratio to the bare GET is the most any durable PUT could reach on this machine and disk."""
 
 ADMIN_USER = "bench"
 ADMIN_PASSWORD = "bench-password"
@@ -294,6 +300,20 @@ def _check_targets(kiln: ServerProcess, bare: list[ServerProcess], records: int)
             raise RuntimeError(f"kiln PUT /{TABLE}/{records}: {put.status_code} {put.text[:300]}")
 
 
+def _check_floor(floor: ServerProcess, records: int) -> None:
+    """Make sure the floor stores what it is sent: a PUT, then its bytes read back.
+
+    Raises:
+        RuntimeError: it answers something else.
+    """
+    body = UPDATE_BODY.encode()
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        put = client.put(f"{floor.url}/{TABLE}/{records}", content=body)
+        got = client.get(f"{floor.url}/{TABLE}/{records}")
+    if put.status_code != 204 or got.content != body:
+        raise RuntimeError(f"{floor.name}: PUT {put.status_code}, then GET {got.content[:300]!r}")
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -372,6 +392,15 @@ def report(
         lines.append(
             f"ratio {name} / {bare_name} = {ratio:.3f}   (target >= {target:.2f}: {verdict})"
         )
+    floor = results[FLOOR].rate
+    lines.append(
+        f"ratio {FLOOR} / {bare_name} = {floor / bare if bare else 0.0:.3f}   "
+        "(the floor: no parsing, validation or encoding)"
+    )
+    lines.append(
+        f"ratio kiln PUT update / {FLOOR} = "
+        f"{results['kiln PUT update'].rate / floor if floor else 0.0:.3f}"
+    )
     json_rate = results["kiln GET"].rate
     for name in FORMATS:
         ratio = results[name].rate / json_rate if json_rate else 0.0
@@ -426,6 +455,13 @@ def _bare_process(data_dir: Path, port: int, log: Path, workers: int = 1) -> Ser
     command += ["--port", str(port), "--table", TABLE, "--workers", str(workers)]
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return ServerProcess(f"bare app x{workers}", command, port, log, env)
+
+
+def _floor_process(data_dir: Path, port: int, log: Path) -> ServerProcess:
+    command = [sys.executable, "-m", "bench.bare_app", "--data", str(data_dir)]
+    command += ["--port", str(port), "--table", TABLE, "--durable-put"]
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return ServerProcess(FLOOR, command, port, log, env)
 
 
 def start_servers(
@@ -501,6 +537,8 @@ def run(args: argparse.Namespace) -> str:
         kiln_log = root / "kiln.log"
 
         seeding = seed(args, app_dir, data_dir, kiln_log)
+        floor_dir = root / "floor-data"  # the floor writes raw bytes: never into kiln's data
+        shutil.copytree(data_dir, floor_dir)
 
         kiln, bare = start_servers(stack, app_dir, data_dir, root, args.workers)
         _check_targets(kiln, list(bare.values()), args.records)
@@ -522,7 +560,28 @@ def run(args: argparse.Namespace) -> str:
         for name, media_type in FORMATS.items():
             results[name] = _load(name, kiln, "GET", args, accept=media_type)
         # The update first: on the records as seeded its body changes no indexed value.
-        results["kiln PUT update"] = _load("kiln PUT update", kiln, "PUT", args, UPDATE_BODY)
+        # It takes turns with the durable floor, on its own copy of the data.
+        floor = stack.enter_context(_floor_process(floor_dir, free_port(), root / "floor.log"))
+        floor.start()
+        floor.wait_for_workers(1)
+        _check_floor(floor, args.records)
+        puts = {"kiln PUT update": kiln, FLOOR: floor}
+        rounds = {name: [] for name in puts}
+        for number in range(args.rounds):
+            for name, server in puts.items():
+                rounds[name].append(
+                    _load(
+                        name,
+                        server,
+                        "PUT",
+                        args,
+                        UPDATE_BODY,
+                        warm_up=number == 0,
+                        duration=per_round,
+                    )
+                )
+        results.update({name: combined(runs) for name, runs in rounds.items()})
+        floor.stop()
         results["kiln PUT"] = _load("kiln PUT", kiln, "PUT", args, PUT_BODY)
         if kiln.stop() != 0:
             raise RuntimeError(f"kiln did not stop cleanly:\n{kiln.log()}")

@@ -57,6 +57,7 @@ def test_bench_rest_runs_and_prints_the_ratios() -> None:
         "kiln GET msgpack",
         "kiln PUT",
         "kiln PUT update",
+        "bare durable PUT",
     )
     for target in rows:
         assert has_line(rf"^{target}\s+[\d,]+\s", out), output
@@ -65,6 +66,10 @@ def test_bench_rest_runs_and_prints_the_ratios() -> None:
             rf"^ratio {name} / bare GET( x2)? = \d+\.\d+ +\(target >= 0\.\d+: (met|NOT met)\)$",
             out,
         ), output
+    assert has_line(r"^ratio bare durable PUT / bare GET( x2)? = \d+\.\d+ +\(the floor", out), (
+        output
+    )
+    assert has_line(r"^ratio kiln PUT update / bare durable PUT = \d+\.\d+$", out), output
     for name in ("cbor", "msgpack"):
         assert has_line(rf"^ratio kiln GET {name} / kiln GET \(JSON\) = \d+\.\d+$", out), output
     assert "WARNING" not in out, output  # no error responses, no socket errors
