@@ -452,6 +452,97 @@ def test_an_unusable_data_folder_is_a_clear_error(
     assert "kiln serving" not in output
 
 
+def _not_lmdb(store: str) -> Callable[[Path], None]:
+    def make(folder: Path) -> None:
+        (folder / store).mkdir(parents=True)
+        (folder / store / "data.mdb").write_bytes(b"a file that is not LMDB\n" * 400)
+
+    return make
+
+
+def _folder_as_file(folder: Path) -> None:
+    (folder / "data" / "data.mdb").mkdir(parents=True)
+
+
+BROKEN_STORES = [
+    pytest.param(
+        "data",
+        _not_lmdb("data"),
+        "its files are not an LMDB database kiln can open (MDB_INVALID: File is not an LMDB file)",
+        "move those files away, or choose a folder of kiln's own",
+        id="records-not-lmdb",
+    ),
+    pytest.param(
+        "data",
+        _folder_as_file,
+        "Is a directory",
+        "a folder is in the way of a database file",
+        id="records-folder-in-the-way",
+    ),
+    pytest.param(
+        ".system",
+        _not_lmdb(".system"),
+        "its files are not an LMDB database kiln can open (MDB_INVALID: File is not an LMDB file)",
+        "move those files away, or choose a folder of kiln's own",
+        id="users-not-lmdb",
+    ),
+    pytest.param(
+        ".mqtt",
+        _not_lmdb(".mqtt"),
+        "its files are not an LMDB database kiln can open (MDB_INVALID: File is not an LMDB file)",
+        "move those files away, or choose a folder of kiln's own",
+        id="mqtt-sessions-not-lmdb",
+    ),
+]
+
+
+@pytest.mark.parametrize(("store", "break_it", "reason", "hint"), BROKEN_STORES)
+def test_a_store_lmdb_cannot_open_is_a_clear_error(
+    tmp_path: Path, store: str, break_it: Callable[[Path], None], reason: str, hint: str
+) -> None:
+    """A data folder holding files LMDB cannot open (not LMDB, or a folder where its file
+    goes) stops ``kiln run`` with the store's path, LMDB's reason and a hint; exit 2, no
+    traceback. ``kiln dev``, ``kiln user`` and ``kiln drop`` say the same of the stores
+    they open."""
+    folder = tmp_path / "data"
+    break_it(folder)
+    app = write_app(tmp_path / "app", SCHEMA)
+    env = clean_env(
+        **ADMIN_ENV, KILN_MQTT_PORT=str(free_port()), KILN_MQTT_WEBSOCKETPORT=str(free_port())
+    )
+    commands = [["run", str(app), "--port", str(free_port()), "--data", str(folder)]]
+    if store == ".mqtt":  # kiln dev starts the broker itself
+        commands.append(["dev", str(app), "--port", str(free_port()), "--data", str(folder)])
+    if store == ".system":
+        commands.append(["user", "list", "--app", str(app), "--data", str(folder)])
+    if store == "data" and break_it is not _folder_as_file:  # drop looks for data.mdb files
+        commands.append(["drop", str(app), "Gone", "--data", str(folder), "--yes"])
+    for command in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "kiln", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 2, (command, output)
+        lines = done.stderr.splitlines()
+        lines = lines[next(i for i, line in enumerate(lines) if line.startswith("error:")) :]
+        if command[0] in ("run", "dev"):
+            assert lines[0] == (
+                f"error: command line: storage.path: cannot use {folder} as the data folder: "
+                f"{reason} (at {folder / store})"
+            ), output
+        else:
+            assert lines[0] == (
+                f"error: cannot use the data folder: {reason} ({folder / store})"
+            ), output
+        assert lines[1].strip().startswith(f"hint: {hint}"), output
+        assert "Traceback" not in output
+        assert "kiln serving" not in output
+
+
 # --------------------------------------------------------------------------- MQTT in the banner
 
 

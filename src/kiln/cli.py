@@ -20,7 +20,7 @@ from kiln.errors import ConfigError, KilnError
 from kiln.evolution import removed_table
 from kiln.mqtt.server import MqttServer
 from kiln.scaffold import APP_FILES, create_app
-from kiln.serve import banner, exit_now, open_app, read_config, serve
+from kiln.serve import banner, data_folder_hint, exit_now, open_app, read_config, serve
 from kiln.storage.evolution import drop_table
 
 cli = typer.Typer(
@@ -154,6 +154,9 @@ def drop(
     except KilnError as error:
         _report(error)
         raise typer.Exit(2) from None
+    except OSError as error:
+        _report(_unusable_data_folder(error))
+        raise typer.Exit(2) from None
     where = config.storage.path / found.database
     count = f"{found.records} record{'' if found.records == 1 else 's'}"
     what = f"table {found.entry.name} ({count}) from {where}"
@@ -270,8 +273,7 @@ def _unusable_data_folder(error: OSError) -> KilnError:
     where = f" ({error.filename})" if error.filename else ""
     return KilnError(
         f"cannot use the data folder: {error.strerror or error}{where}",
-        hint="choose a folder kiln can create and write to: --data, KILN_STORAGE_PATH or "
-        "storage.path in config.yaml",
+        hint=data_folder_hint(error),
     )
 
 

@@ -34,7 +34,7 @@ from kiln.loader import check_resources
 from kiln.mqtt.server import MqttServer, start_mqtt
 from kiln.scaffold import APP_FILES, RESOURCES_FILE, SCHEMA_FILE
 from kiln.schema import load_schema
-from kiln.serve import http_server, read_config
+from kiln.serve import data_folder_error, http_server, read_config
 
 log = logging.getLogger("kiln")
 
@@ -221,6 +221,9 @@ async def develop(
     app.bus.start()
     try:
         mqtt = await start_mqtt(lambda: reloader.app)
+    except OSError as error:  # the broker's session store, in the data folder
+        reloader.close()
+        raise data_folder_error(app.config, error) or error from None
     except BaseException:
         reloader.close()
         raise

@@ -33,6 +33,7 @@ from kiln.errors import ConfigError
 from kiln.http.rest import RestHandler
 from kiln.mqtt.server import MqttServer, start_mqtt
 from kiln.resource import Resource, Table
+from kiln.storage.database import UnusableDatabase
 from kiln.workers import Crew, WriteLink
 
 log = logging.getLogger("kiln")
@@ -97,6 +98,7 @@ _DATA_FOLDER_HINTS = {
     errno.EACCES: "choose a folder this user may write to, or let it write there (chmod, chown)",
     errno.EPERM: "choose a folder this user may write to, or let it write there (chmod, chown)",
     errno.EROFS: "choose a folder on a writable file system",
+    errno.EISDIR: "a folder is in the way of a database file: remove it, or choose another folder",
 }
 """What to do about a data folder that cannot be used, by the OS error's number."""
 
@@ -118,14 +120,26 @@ def data_folder_error(config: Config, error: OSError) -> ConfigError | None:
     key = "storage.path"
     source = config.source(key)
     name = f"{env_name(key)} ({key})" if source is Source.ENVIRONMENT else key
-    at = f" (at {failed})" if failed in folder.parents else ""  # a parent it needed to create
-    how = "--data, KILN_STORAGE_PATH or storage.path in config.yaml"
-    hint = _DATA_FOLDER_HINTS.get(error.errno or 0, "choose a folder kiln can create and write to")
+    # a parent it needed to create, or a store inside it
+    at = (
+        f" (at {failed})" if failed in folder.parents or isinstance(error, UnusableDatabase) else ""
+    )
     return ConfigError(
         f"{name}: cannot use {folder} as the data folder: {error.strerror or error}{at}",
         file=str(source),
-        hint=f"{hint} ({how})",
+        hint=data_folder_hint(error),
     )
+
+
+def data_folder_hint(error: OSError) -> str:
+    """What to do about the data folder ``error`` (an OS error using it) shows unusable."""
+    if isinstance(error, UnusableDatabase) and not error.errno:
+        what = "move those files away, or choose a folder of kiln's own"
+    else:
+        what = _DATA_FOLDER_HINTS.get(
+            error.errno or 0, "choose a folder kiln can create and write to"
+        )
+    return f"{what} (--data, KILN_STORAGE_PATH or storage.path in config.yaml)"
 
 
 def keep_loaded_objects() -> None:
@@ -320,6 +334,9 @@ async def serve(
             app.bus.join(write_link.peers)
         if first:
             mqtt = await start_mqtt(lambda: app)
+    except OSError as error:  # the broker's session store, in the data folder
+        await _stop_processes(app, crew, write_link)
+        raise data_folder_error(app.config, error) or error from None
     except BaseException:
         await _stop_processes(app, crew, write_link)
         raise

@@ -27,6 +27,7 @@ import lmdb
 import msgspec
 
 from kiln.errors import KilnError
+from kiln.storage.database import open_lmdb
 
 SYSTEM_FOLDER = ".system"
 """The system database's folder under ``storage.path`` (a name no schema database can take)."""
@@ -80,8 +81,8 @@ class UserStore:
     def __init__(self, path: Path):
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.env = lmdb.open(
-            str(path), map_size=MAP_SIZE, max_dbs=4, subdir=True, sync=True, max_spare_txns=2
+        self.env = open_lmdb(
+            path, map_size=MAP_SIZE, max_dbs=4, subdir=True, sync=True, max_spare_txns=2
         )
         self._epoch = 0
         self._epoch_until = 0.0  # monotonic time until which _epoch is trusted

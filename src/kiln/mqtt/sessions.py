@@ -25,11 +25,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import lmdb
 import msgspec
 
 from kiln.mqtt.packets import MQTT_5, Connect, Publish, Subscription, Will
 from kiln.resource import Context
+from kiln.storage.database import open_lmdb
 from kiln.types import Version
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class SessionStore:
     def __init__(self, path: Path):
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=1, subdir=True)
+        self._env = open_lmdb(path, map_size=MAP_SIZE, max_dbs=1, subdir=True)
         self._db = self._env.open_db(_SESSIONS)
 
     def load(self, client_id: str) -> SessionState | None:

@@ -11,6 +11,8 @@ schema keeps its stores, and they must still be openable.
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from pathlib import Path
 
@@ -34,6 +36,26 @@ MAX_MAP_SIZE = 1 << 40
 
 _SPARE_STORES = 4
 _AUDIT_STORE = b"audit"
+_ERRNO_OF = {os.strerror(number): number for number in errno.errorcode}
+"""An OS error's number by its text (py-lmdb reports OS errors as text only)."""
+
+
+class UnusableDatabase(OSError):
+    """LMDB cannot open a database's folder (``filename``): the system refuses it
+    (``errno`` set), or its files are not an LMDB environment (``errno`` 0)."""
+
+
+def open_lmdb(path: Path, **options: object) -> lmdb.Environment:
+    """``lmdb.open(path, **options)``, raising :class:`UnusableDatabase` for what LMDB
+    refuses, so that every store kiln keeps in the data folder fails alike."""
+    try:
+        return lmdb.open(str(path), **options)
+    except lmdb.Error as error:
+        reason = str(error).removeprefix(f"{path}: ")
+        number = _ERRNO_OF.get(reason, 0)
+        if not number:
+            reason = f"its files are not an LMDB database kiln can open ({reason})"
+        raise UnusableDatabase(number, reason, str(path)) from None
 
 
 def open_environment(
@@ -43,7 +65,8 @@ def open_environment(
 
     Room is made for ``stores``, the audit log and the catalog, every store already
     on disk, every store the catalog lists, and a few spares. Returns the
-    environment, its catalog and the catalog's entries.
+    environment, its catalog and the catalog's entries. Raises
+    :class:`UnusableDatabase` when LMDB cannot open the folder.
 
     A commit syncs its pages but not the meta page that makes them current
     (``metasync=False``): the next commit's sync, or :meth:`Database.sync`, puts that
@@ -56,8 +79,8 @@ def open_environment(
     wanted = stores | {_AUDIT_STORE, META_STORE}
     max_dbs = len(wanted) + _SPARE_STORES
     while True:
-        env = lmdb.open(
-            str(path),
+        env = open_lmdb(
+            path,
             map_size=map_size,
             max_dbs=max_dbs,
             subdir=True,
