@@ -357,12 +357,21 @@ def test_a_table_subclass_serves_the_same_rows_on_its_own_route(http: httpx.Clie
     assert http.get("/Dog").json()["path"] == "/Dog/"
 
 
-def test_a_permission_hook_saying_no_is_403(http: httpx.Client) -> None:
-    assert http.get("/Locked/").status_code == 403
+def test_a_permission_hook_saying_no_is_403_naming_the_hook(http: httpx.Client) -> None:
+    """A hook of resources.py that refuses what the role grants (the super user's, here)
+    is named as the refusal: blaming the role would send the user to the wrong file."""
+    locked = http.get("/Locked/")
+    assert locked.status_code == 403
+    assert locked.json()["detail"] == "`Locked.allow_read` refused `read` on /Locked/"
+    assert "resources.py" in locked.json()["hint"]
     assert http.post("/Locked/", json={}).json() == {"posted": True}
     key = new_id()
     assert http.put(f"/Dog/{key}", json={"name": "kept"}).status_code == 204
-    assert http.put(f"/ReadOnlyDog/{key}", json={"name": "changed"}).status_code == 403
+    put = http.put(f"/ReadOnlyDog/{key}", json={"name": "changed"})
+    assert put.status_code == 403
+    assert put.json()["detail"] == (
+        f"`ReadOnlyDog.allow_update` refused `update` on /ReadOnlyDog/{key}"
+    )
     assert http.delete(f"/ReadOnlyDog/{key}").status_code == 403
     assert http.get(f"/ReadOnlyDog/{key}").json()["name"] == "kept"
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, NamedTuple, cast
 
 from kiln.auth.access import access_of, check_write, denied, readable_query
 from kiln.auth.roles import TableAccess, User
-from kiln.errors import BadRequest, HTTPError, KilnError, MethodNotAllowed, NotFound
+from kiln.errors import BadRequest, Forbidden, HTTPError, KilnError, MethodNotAllowed, NotFound
 from kiln.keypath import REPLACEMENT, key_problem, key_to_segment, parse_key, shown_key
 from kiln.query import Query, Selection
 from kiln.query.binder import bind
@@ -255,18 +255,29 @@ def authorize(resource: Resource, method: str, target: RequestTarget) -> None:
 
     Raises:
         Unauthorized: it said no to a request without credentials (``WWW-Authenticate``).
-        Forbidden: it said no to a user; the detail names the permission.
+        Forbidden: it said no to a user; the detail names the permission the role lacks,
+            or the hook of resources.py that refused what the role grants.
     """
     hook = PERMISSION_OF[method]
-    if not getattr(resource, hook)(target):
-        permission = hook.removeprefix("allow_")
-        if not isinstance(resource, Table):
-            raise denied(target.context.user, permission, target.path)
-        granted = _TABLE_PERMISSION.get(hook)  # subscribing reads; publishing updates
-        access = access_of(target.context.user, resource.definition.name)
-        if granted is not None and not getattr(access, granted):
-            permission = granted  # the role lacks it, rather than the hook refusing
-        raise denied(target.context.user, permission, f"`{resource.definition.name}`")
+    if getattr(resource, hook)(target):
+        return
+    user = target.context.user
+    permission = hook.removeprefix("allow_")
+    what = target.path
+    if isinstance(resource, Table):
+        what = f"`{resource.definition.name}`"
+        granted = _TABLE_PERMISSION.get(hook, permission)  # subscribing reads; publishing updates
+        if not getattr(access_of(user, resource.definition.name), granted):
+            raise denied(user, granted, what)  # the role lacks it
+        refused_by_app = True  # the role grants it: an override in resources.py said no
+    else:
+        refused_by_app = getattr(type(resource), hook) is not getattr(Resource, hook)
+    if refused_by_app and user is not None and user.authenticated:
+        raise Forbidden(
+            f"`{type(resource).__name__}.{hook}` refused `{permission}` on {target.path}",
+            hint=f"a rule of the app's resources.py, not of the role: see {hook} there",
+        )
+    raise denied(user, permission, what)
 
 
 _TABLE_PERMISSION = {"allow_subscribe": "read", "allow_publish": "update"}
