@@ -129,6 +129,27 @@ def test_a_bad_config_exits_2(app: Path) -> None:
     assert output.startswith("error: config.yaml:1:8: `roles` expects a map")
 
 
+def test_roles_kiln_run_would_refuse_exit_2_and_add_no_user(app: Path) -> None:
+    """The roles are read as ``kiln run`` reads them, against the schema: a role naming a
+    table the schema lacks is the same error here, and no user is added with it."""
+    (app / "config.yaml").write_text("roles:\n  editor:\n    data:\n      Dgo: {read: true}\n")
+    code, output = add(app, "zoe", "editor", "zoe-password")
+    assert code == 2, output
+    assert output.startswith(
+        "error: config.yaml:4:7: `roles.editor.data.Dgo`: database `data` has no table `Dgo`"
+    ), output
+    assert stored(app, "zoe") is None
+
+
+def test_a_schema_mistake_exits_2(app: Path) -> None:
+    (app / "schema.graphql").write_text(
+        "type Dog @table {\n  id: Int @primaryKey\n  name: Strin\n}\n"
+    )
+    code, output = kiln_user("list", "--app", str(app))
+    assert code == 2, output
+    assert output.startswith("error: schema.graphql:3:9: "), output
+
+
 def test_passwd_role_and_remove(app: Path) -> None:
     add(app, "ann", "reader", "ann-password")
     before = stored(app, "ann")

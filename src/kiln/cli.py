@@ -16,7 +16,7 @@ from rich.text import Text
 from kiln.app import App
 from kiln.auth.accounts import Accounts, open_accounts
 from kiln.dev import develop
-from kiln.errors import ConfigError, KilnError
+from kiln.errors import ConfigError, KilnError, SchemaError
 from kiln.evolution import removed_table
 from kiln.mqtt.server import MqttServer
 from kiln.scaffold import APP_FILES, create_app
@@ -261,7 +261,7 @@ def _accounts(app: Path, data: Path | None) -> Accounts:
         return open_accounts(app, data)
     except KilnError as error:
         _report(error)
-        raise typer.Exit(2 if isinstance(error, ConfigError) else 1) from None
+        raise typer.Exit(2 if isinstance(error, ConfigError | SchemaError) else 1) from None
     except OSError as error:
         _report(_unusable_data_folder(error))
         raise typer.Exit(2) from None

@@ -13,10 +13,11 @@ import os
 from pathlib import Path
 
 from kiln.auth.passwords import check_password, hash_password
-from kiln.auth.roles import SUPER_USER
+from kiln.auth.roles import build_roles
 from kiln.auth.users import StoredUser, UserStore, check_name, open_users
 from kiln.config import CONFIG_FILE, load_config
 from kiln.errors import KilnError
+from kiln.schema import load_schema
 
 
 class Accounts:
@@ -94,14 +95,16 @@ def open_accounts(app_dir: Path | None, data: Path | None) -> Accounts:
     """The users of the app in ``app_dir`` (its ``storage.path``), or of the data folder ``data``.
 
     Raises:
-        ConfigError: the app's ``config.yaml`` has a mistake.
+        ConfigError: the app's ``config.yaml`` has a mistake (its roles included).
+        SchemaError: the app's ``schema.graphql`` has one.
         KilnError: neither names an app or a data folder.
     """
     if app_dir is not None and (app_dir / "schema.graphql").is_file():
         overrides = {"storage.path": str(data.resolve()) if data is not None else None}
         config = load_config(app_dir, env=os.environ, overrides=overrides)
-        roles = frozenset({SUPER_USER, *map(str, config.roles)})
-        return Accounts(open_users(config.storage.path), roles)
+        # The roles as `kiln run` reads them: a role it would refuse is no role to give.
+        roles = build_roles(config, load_schema(app_dir / "schema.graphql"))
+        return Accounts(open_users(config.storage.path), frozenset(roles))
     if data is not None:
         return Accounts(open_users(data.resolve()), None)
     where = app_dir.resolve() if app_dir is not None else Path.cwd()
