@@ -53,6 +53,8 @@ def test_init_writes_the_three_files_and_says_how_to_run(tmp_path: Path) -> None
 def test_config_template_lists_every_setting_at_its_default(tmp_path: Path) -> None:
     template = config_template()
     assert not yaml.safe_load(template), "a setting is not commented out"
+    for written in ("maxBodySize: 10MiB", "heartbeat: 15s", "tokenTimeout: 1d"):
+        assert re.search(rf"^#\s+{written}$", template, re.M), written  # as the README says
     for setting in SETTINGS:
         name = setting.key.rsplit(".", 1)[-1]
         assert re.search(rf"^#\s+{re.escape(name)}: ", template, re.M), setting.key

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from kiln.config import CONFIG_FILE, SETTINGS, SIZE, Setting
+from kiln.config import CONFIG_FILE, DURATION, SETTINGS, SIZE, Setting
 from kiln.errors import KilnError
 
 SCHEMA_FILE = "schema.graphql"
@@ -188,10 +188,15 @@ def _render(tree: dict[str, Any], depth: int, lines: list[str]) -> None:
 
 
 def _yaml_value(setting: Setting) -> str:
-    """The setting's default as YAML; sizes with the largest binary unit that divides them."""
+    """The setting's default as YAML; sizes and durations with the largest unit that divides
+    them (``10MiB``, ``15s``, ``3d``)."""
     value = setting.default
     if setting.kind is SIZE and isinstance(value, int):
         for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
             if value % factor == 0:
                 return f"{value // factor}{unit}"
+    if setting.kind is DURATION and isinstance(value, int | float) and value > 0:
+        for unit, factor in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+            if value % factor == 0:
+                return f"{int(value // factor)}{unit}"
     return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
