@@ -69,6 +69,10 @@ class FieldError:
     message: str
 
 
+_RENAMED = {413: "Content Too Large", 422: "Unprocessable Content"}
+"""Reason phrases RFC 9110 renamed, which Python's ``HTTPStatus`` has only from 3.13."""
+
+
 class HTTPError(KilnError):
     """An error a client caused (or a server failure), answered with ``status``.
 
@@ -96,9 +100,9 @@ class HTTPError(KilnError):
 
     @property
     def title(self) -> str:
-        """The standard reason phrase of the status."""
+        """The standard reason phrase of the status (RFC 9110's, whatever the Python)."""
         try:
-            return HTTPStatus(self.status).phrase
+            return _RENAMED.get(self.status) or HTTPStatus(self.status).phrase
         except ValueError:
             return "Error"
 
