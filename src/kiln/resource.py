@@ -777,6 +777,9 @@ async def _two_way(
     finally:
         for task in tasks:
             task.cancel()
+        # The pump may be inside ``outgoing`` still: closing it before the pump has
+        # stopped would fail ("aclose(): asynchronous generator is already running").
+        await asyncio.gather(*tasks, return_exceptions=True)
         close = getattr(outgoing, "aclose", None)
         if close is not None:
             await close()

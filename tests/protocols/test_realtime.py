@@ -350,6 +350,24 @@ def test_websocket_record_subscription(kiln_server: KilnServer, http: httpx.Clie
     assert patched["version"] > first["version"]
 
 
+def test_a_websocket_client_closing_normally_logs_no_error(
+    kiln_server: KilnServer, http: httpx.Client
+) -> None:
+    """A client closing its WebSocket is normal: it must not log an ERROR with an error id
+    (closing a subscription that is a generator, as an override's is, while the pump was
+    still inside it did, on every close)."""
+    dog = new_id()
+    put(http, f"/Dog/{dog}", {"name": "Bye"})
+    before = len(kiln_server.log())
+    for _ in range(3):
+        with ws_connect(kiln_server, f"/Slow/{dog}") as connection:
+            assert ws_next(connection)["value"]["name"] == "Bye"
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # the server ends each connection after the close
+        assert "ERROR" not in kiln_server.log()[before:], kiln_server.log()[before:]
+        time.sleep(0.1)
+
+
 def test_websocket_messages_reach_sse_and_leave_the_record_alone(
     kiln_server: KilnServer, http: httpx.Client, stream_client: httpx.Client
 ) -> None:
