@@ -17,17 +17,23 @@ from typing import Any
 import cbor2
 import httpx
 import msgpack
+import paho.mqtt.client as paho
 import pytest
 from mqtt_clients import WAIT, Paho, Raw, client_id
+from paho.mqtt.enums import CallbackAPIVersion
 from realtime_clients import sse
 from websockets.sync.client import connect as ws_connect
 
 from conftest import ADMIN_AUTH, KilnServer
 from kiln.mqtt import (
+    MAX_PACKET_SIZE,
     MQTT_3_1_1,
     MQTT_5,
     Connack,
+    Connect,
     Disconnect,
+    Packet,
+    PacketReader,
     Properties,
     Puback,
     Pubcomp,
@@ -39,6 +45,7 @@ from kiln.mqtt import (
     Subscribe,
     Subscription,
     Will,
+    encode,
 )
 
 SCHEMA = """
@@ -467,6 +474,106 @@ def test_qos_2_gets_the_handshake_in_3_1_1_and_a_refusal_in_5(
         [disconnect] = raw.closed_by_broker()
     assert isinstance(disconnect, Disconnect)
     assert disconnect.reason_code == ReasonCode.QOS_NOT_SUPPORTED
+
+
+# --------------------------------------------------------------------------- before the CONNACK
+
+
+def connect_and(level: int, *packets: Packet, will: Will | None = None) -> bytes:
+    """A CONNECT (the admin's, no keep-alive) and ``packets`` right after it, as one write:
+    MQTT spec 3.1.4 lets a client send them without waiting for the CONNACK."""
+    connect = Connect(
+        protocol_level=level,
+        client_id=client_id(),
+        username=ADMIN_AUTH[0],
+        password=ADMIN_AUTH[1].encode(),
+        will=will,
+    )
+    return b"".join(encode(packet, level) for packet in (connect, *packets))
+
+
+@pytest.mark.parametrize("level", [MQTT_3_1_1, MQTT_5])
+def test_packets_sent_with_the_connect_are_handled_at_once(
+    kiln_server: KilnServer, http: httpx.Client, level: int
+) -> None:
+    """They arrive in the CONNECT's read; they are handled then, not when more bytes come
+    (with no keep-alive, none would)."""
+    dog = new_id()
+    record = Publish(
+        topic=f"Dog/{dog}", payload=b'{"name": "Early"}', qos=1, retain=True, packet_id=1
+    )
+    subscribe = Subscribe(
+        packet_id=2, subscriptions=(Subscription(topic_filter=f"Dog/{dog}", qos=1),)
+    )
+    with Raw(kiln_server.mqtt_port, level) as raw:
+        raw.send_bytes(connect_and(level, record, subscribe))
+        connack, puback, suback, current = (raw.receive() for _ in range(4))
+    assert isinstance(connack, Connack) and connack.reason_code == ReasonCode.SUCCESS
+    assert isinstance(puback, Puback) and (puback.packet_id, puback.reason_code) == (1, 0)
+    assert isinstance(suback, Suback) and suback.reason_codes == (1,)
+    assert isinstance(current, Publish) and current.retain
+    assert json.loads(current.payload) == {"id": dog, "name": "Early"}
+    assert http.get(f"/Dog/{dog}").json() == {"id": dog, "name": "Early"}
+
+
+def test_a_fire_and_forget_client_is_heard_and_leaves_no_will(
+    kiln_server: KilnServer, http: httpx.Client, v5: Paho
+) -> None:
+    """A small device's way: CONNECT, PUBLISH and DISCONNECT in one write, then close. The
+    publish takes effect, and the DISCONNECT discards the will."""
+    dog, watched = new_id(), new_id()
+    v5.subscribe(f"Dog/{watched}")
+    record = Publish(topic=f"Dog/{dog}", payload=b'{"name": "Sent and gone"}', retain=True)
+    will = Will(topic=f"Dog/{watched}", payload=b'"not after a DISCONNECT"')
+    with Raw(kiln_server.mqtt_port, MQTT_3_1_1) as raw:
+        raw.send_bytes(connect_and(MQTT_3_1_1, record, Disconnect(), will=will))
+    deadline = time.monotonic() + WAIT
+    while http.get(f"/Dog/{dog}").status_code == 404 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert http.get(f"/Dog/{dog}").json() == {"id": dog, "name": "Sent and gone"}
+    assert v5.quiet(0.5)
+
+
+def test_paho_publishing_before_its_connack_is_acknowledged_at_once(
+    kiln_server: KilnServer, http: httpx.Client
+) -> None:
+    """paho-mqtt's connect() sends CONNECT and returns; a publish right after it is written
+    before the network loop has read the CONNACK."""
+    dog = new_id()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id())
+    client.username_pw_set(*ADMIN_AUTH)
+    client.connect("127.0.0.1", kiln_server.mqtt_port, keepalive=60)
+    try:
+        sent = client.publish(f"Dog/{dog}", b'{"name": "Eager"}', qos=1, retain=True)
+        client.loop_start()
+        sent.wait_for_publish(WAIT)  # the PUBACK; without it, waits out the 60 s keep-alive
+        assert sent.is_published()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert http.get(f"/Dog/{dog}").json() == {"id": dog, "name": "Eager"}
+
+
+def test_packets_sent_with_the_connect_over_websocket(
+    kiln_server: KilnServer, http: httpx.Client
+) -> None:
+    """The same in one WebSocket frame: CONNECT and a PUBLISH."""
+    dog = new_id()
+    record = Publish(
+        topic=f"Dog/{dog}", payload=b'{"name": "Framed"}', qos=1, retain=True, packet_id=7
+    )
+    reader = PacketReader(max_packet_size=MAX_PACKET_SIZE, protocol_level=MQTT_5)
+    packets: list[Packet] = []
+    url = f"ws://127.0.0.1:{kiln_server.mqtt_ws_port}/mqtt"
+    with ws_connect(url, subprotocols=["mqtt"], open_timeout=5) as websocket:
+        websocket.send(connect_and(MQTT_5, record))
+        while len(packets) < 2:
+            reader.feed(websocket.recv(timeout=WAIT))
+            packets.extend(iter(reader.next_packet, None))
+    connack, puback = packets
+    assert isinstance(connack, Connack) and connack.reason_code == ReasonCode.SUCCESS
+    assert isinstance(puback, Puback) and (puback.packet_id, puback.reason_code) == (7, 0)
+    assert http.get(f"/Dog/{dog}").json() == {"id": dog, "name": "Framed"}
 
 
 # --------------------------------------------------------------------------- broken clients

@@ -28,9 +28,9 @@ from msgspec.structs import replace
 
 from kiln.auth.access import unauthorized
 from kiln.auth.roles import User
-from kiln.errors import NotFound, TooManyRequests, Unauthorized
+from kiln.errors import HTTPError, NotFound, TooManyRequests, Unauthorized
 from kiln.http.problems import as_http_error
-from kiln.mqtt.packets import Connect, Publish, Will
+from kiln.mqtt.packets import Connect, Publish
 from kiln.mqtt.payloads import Payloads
 from kiln.mqtt.properties import NO_PROPERTIES, Properties, ReasonCode
 from kiln.query import Query
@@ -323,8 +323,25 @@ class Broker:
             route = route._replace(target=route.target._replace(context=context))
         return route
 
-    async def publish_will(self, context: Context, client_id: str, will: Will) -> None:
-        """Publish the will of ``client_id`` as the client would have (logged if refused)."""
+    async def publish_will(self, connect: Connect, client: str, client_id: str) -> None:
+        """Publish the will of ``connect`` as its client (``client_id`` at the address
+        ``client``) would now: with the rights its credentials give at this moment, not
+        those they gave at CONNECT. A removed user (or a changed password) publishes
+        nothing, a changed role what the new role allows; a refusal is logged.
+        """
+        will = connect.will
+        if will is None:
+            return
+        try:
+            user = await self.authenticate(connect, client)
+        except HTTPError as error:
+            log.warning(
+                "the will of %r to %s was not published: its credentials no longer hold (%s)",
+                client_id,
+                will.topic,
+                error.detail,
+            )
+            return
         packet = Publish(
             topic=will.topic,
             payload=will.payload,
@@ -332,6 +349,7 @@ class Broker:
             retain=will.retain,
             properties=will.properties,
         )
+        context = Context(user, NO_HEADERS, {})
         code, reason = await self.publish(context, client_id, will.topic, packet)
         if code:
             log.warning("the will of %r to %s was refused: %s", client_id, will.topic, reason)

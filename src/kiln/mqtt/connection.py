@@ -44,7 +44,6 @@ from kiln.mqtt.packets import (
     Subscription,
     Unsuback,
     Unsubscribe,
-    Will,
 )
 from kiln.mqtt.properties import NO_PROPERTIES, MalformedPacket, Properties, ReasonCode
 from kiln.mqtt.sessions import SessionState, SubscriptionState
@@ -101,7 +100,8 @@ class Connection:
         self.client_id = ""
         self.state: SessionState | None = None
         self.context = Context(None, NO_HEADERS, {})
-        self.will: Will | None = None
+        self.connect: Connect | None = None
+        """The CONNECT accepted: its will, and the credentials the will is published with."""
         self.publish_will = False
         """Whether ending now publishes the will (not after DISCONNECT, nor at shutdown)."""
         self.done = asyncio.Event()
@@ -159,7 +159,8 @@ class Connection:
         Args:
             code: the MQTT 5 reason code.
             reason: why, for the log and the client.
-            will: whether the client's will is published (not when the server stops).
+            will: whether the client's will is published (not when the server stops, nor
+                when the user's credentials no longer hold).
         """
         if self._closing:
             return
@@ -225,7 +226,7 @@ class Connection:
             )
         self.context = Context(user, NO_HEADERS, {})
         self.state, present = await self.sessions.attach(self, connect, self.client_id)
-        self.will = connect.will
+        self.connect = connect
         self.publish_will = True
         if self.v5:
             self._send_quota = min(properties.receive_maximum or SEND_WINDOW, SEND_WINDOW)
@@ -261,26 +262,28 @@ class Connection:
         return False
 
     async def _serve(self) -> None:
+        """Handle the packets read, reading more only once none is left: a client may send
+        packets right after CONNECT, before its CONNACK (MQTT spec 3.1.4), in the same read."""
         loop = asyncio.get_running_loop()
         handlers = self._handlers
         handled = 0
         while not self._closing:
-            data = await self.link.read()
-            if not data:
-                return
-            self._last_seen = loop.time()
-            self.reader.feed(data)
-            while (packet := self.reader.next_packet()) is not None:
-                handler = handlers.get(type(packet))
-                if handler is None:
-                    self._answer(packet)
-                else:
-                    await handler(packet)
-                if self._closing:
+            packet = self.reader.next_packet()
+            if packet is None:
+                data = await self.link.read()
+                if not data:
                     return
-                handled += 1
-                if handled % YIELD_EVERY == 0:  # let subscribers send what this delivered
-                    await asyncio.sleep(0)
+                self._last_seen = loop.time()
+                self.reader.feed(data)
+                continue
+            handler = handlers.get(type(packet))
+            if handler is None:
+                self._answer(packet)
+            else:
+                await handler(packet)
+            handled += 1
+            if handled % YIELD_EVERY == 0:  # let subscribers send what this delivered
+                await asyncio.sleep(0)
 
     def _answer(self, packet: Packet) -> None:
         """A packet needing only an answer (PINGREQ), or one a client may not send."""
@@ -320,8 +323,8 @@ class Connection:
         self._wake()
         try:
             if self.state is not None:
-                will = self.will if self.publish_will else None
-                await self.sessions.detach(self, self.state, will)
+                connect = self.connect if self.publish_will else None
+                await self.sessions.detach(self, self.state, connect)
         except Exception:
             log.exception("ending the session of %r failed", self)
         finally:
@@ -335,7 +338,7 @@ class Connection:
 
         Checked every :data:`CREDENTIALS_RECHECK` seconds through the credential cache
         and the store's epoch, as HTTP streams are, so a revoked user's client neither
-        hears nor writes anything more.
+        hears nor writes anything more: not its will either.
         """
         while not self._closing:
             await asyncio.sleep(CREDENTIALS_RECHECK)
@@ -347,6 +350,7 @@ class Connection:
                 self.abort(
                     ReasonCode.NOT_AUTHORIZED,
                     "the user was removed, or its password or role changed",
+                    will=False,
                 )
                 return
 

@@ -7,7 +7,8 @@ clean session 0; MQTT 5 a session expiry interval above 0) is also kept in
 ``<storage.path>/.mqtt``, an LMDB environment of its own (never the app's tables), and
 outlives its connection: when its client returns, the unacknowledged messages are sent again
 and each subscription replays the audit log from its cursor, which delivers what changed
-while the client was away (and was not pruned since: ``logging.auditRetention``).
+while the client was away; a replay that reaches past what ``logging.auditRetention`` kept
+sends the current records as retained messages instead.
 
 The store is written when a persistent session's subscriptions change (before the SUBACK
 or UNSUBACK), when its client disconnects, when the server stops, and every
@@ -27,8 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from kiln.mqtt.packets import MQTT_5, Connect, Publish, Subscription, Will
-from kiln.resource import Context
+from kiln.mqtt.packets import MQTT_5, Connect, Publish, Subscription
 from kiln.storage.database import open_lmdb
 from kiln.types import Version
 
@@ -184,11 +184,12 @@ class Sessions:
 
     Args:
         store: where persistent sessions are kept.
-        publish_will: publishes a will message as its client (the broker's).
+        publish_will: publishes the will of a CONNECT (from the address, as the client id)
+            with the rights its credentials give at that moment (the broker's).
     """
 
     def __init__(
-        self, store: SessionStore, publish_will: Callable[[Context, str, Will], Awaitable[None]]
+        self, store: SessionStore, publish_will: Callable[[Connect, str, str], Awaitable[None]]
     ):
         self.store = store
         self._publish_will = publish_will
@@ -197,7 +198,8 @@ class Sessions:
         self.connections: dict[str, Connection] = {}
         self._dirty: set[str] = set()
         self._expiries: dict[str, asyncio.TimerHandle] = {}
-        self._wills: dict[str, tuple[asyncio.TimerHandle, Context, Will]] = {}
+        self._wills: dict[str, tuple[asyncio.TimerHandle, Connect, str]] = {}
+        """Wills waiting out their delay: the timer, the CONNECT, the client's address."""
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -234,7 +236,7 @@ class Sessions:
         if pending is not None:
             pending[0].cancel()
             if connect.clean_start:
-                await self._publish_will(pending[1], client_id, pending[2])
+                await self._publish_will(pending[1], pending[2], client_id)
         if connect.protocol_level == MQTT_5:
             interval = connect.properties.session_expiry_interval or 0
         else:
@@ -254,8 +256,11 @@ class Sessions:
             await self._io(self.store.delete, client_id)
         return state, present
 
-    async def detach(self, connection: Connection, state: SessionState, will: Will | None) -> None:
-        """The connection of ``state`` ended: keep or end the session, publish or delay the will."""
+    async def detach(
+        self, connection: Connection, state: SessionState, connect: Connect | None
+    ) -> None:
+        """The connection of ``state`` ended: keep or end the session, publish or delay the will
+        of ``connect`` (None: no will is due)."""
         client_id = state.client_id
         if self.connections.get(client_id) is connection:
             del self.connections[client_id]
@@ -269,18 +274,19 @@ class Sessions:
         elif not state.persistent:
             self.states.pop(client_id, None)
             self._dirty.discard(client_id)
+        will = None if connect is None else connect.will
         delay = 0
         if will is not None:
             delay = min(will.properties.will_delay_interval or 0, state.expiry_interval)
             if delay:
                 handle = loop.call_later(delay, self._will_due, client_id)
-                self._wills[client_id] = (handle, connection.context, will)
+                self._wills[client_id] = (handle, connect, connection.link.peer)
         if state.persistent:
             await self.save(state)
         else:  # it may have been kept before a DISCONNECT set its expiry to 0
             await self._io(self.store.delete, client_id)
         if will is not None and not delay:
-            await self._publish_will(connection.context, client_id, will)
+            await self._publish_will(connect, connection.link.peer, client_id)
 
     def mark_dirty(self, state: SessionState) -> None:
         """A persistent session's cursors or unacknowledged messages moved: write it soon."""
@@ -298,7 +304,7 @@ class Sessions:
             self._flusher.cancel()
         for handle in self._expiries.values():
             handle.cancel()
-        for handle, _context, _will in self._wills.values():
+        for handle, _connect, _client in self._wills.values():
             handle.cancel()
         await self._flush()
         await self._io(self.store.close)
@@ -335,8 +341,8 @@ class Sessions:
     def _will_due(self, client_id: str) -> None:
         pending = self._wills.pop(client_id, None)
         if pending is not None:
-            _handle, context, will = pending
-            self._background(self._publish_will(context, client_id, will))
+            _handle, connect, client = pending
+            self._background(self._publish_will(connect, client, client_id))
 
     def _background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` in a task of its own, kept until it ends."""

@@ -4,7 +4,9 @@ the tasks turning their events into messages.
 A record delivers its current state as a retained message, then every change (a patch as the
 whole record after it, a delete as an empty payload); messages follow as they are published.
 A subscription's stream ending (the app reloaded or stopped) ends the connection, as it ends
-a WebSocket: the client connects again, and a persistent session resumes where it was.
+a WebSocket: the client connects again, and a persistent session resumes where it was. A
+resumed subscription whose replay reaches past what ``logging.auditRetention`` kept starts
+over from the current records, as a new subscription does.
 """
 
 from __future__ import annotations
@@ -58,9 +60,8 @@ async def open_subscription(
     refused: HTTPError | None = None
     try:
         for route in routes:
-            target = route.target._replace(subscription=options)
             try:
-                stream = await invoke(route.resource, "subscribe", target)
+                stream = await _subscribe(route, options)
             except HTTPError as error:
                 if not wide:
                     raise
@@ -116,67 +117,80 @@ class ActiveSubscription:
             self.connection.sessions.mark_dirty(self.state)
 
     async def _pump(self, route: Route, stream: Any) -> None:
-        """Send the events of one seam subscription as messages until it ends."""
-        connection, state, subscription = self.connection, self.state, self.subscription
-        options = subscription.options
+        """Send the events of one seam subscription as messages until it ends.
+
+        A resumed subscription whose replay has a gap (events pruned by
+        ``logging.auditRetention``) starts over as a new one: the current records as
+        retained messages, then every change. The client misses no record's current state.
+        """
+        connection = self.connection
         history = self.fresh
-        name, matcher = route.name, route.matcher
         try:
-            async for item in stream:
-                event = item if isinstance(item, Event) else Event("message", None, 0, item)
-                kind = event.type
-                # The cursor (where a resumed session replays from) moves past an event only
-                # once it is dealt with. The current records come in key order, not version
-                # order: it moves at their end (sync), so a session that leaves midway starts
-                # them over. It never moves on a message: one goes out at once, ahead of
-                # writes versioned before it that are still committing.
-                moves = not history and kind not in ("message", "sync")
-                if kind == "sync":
-                    self._advance(event.version)
-                    history = False
-                    continue
-                if kind == "error":
-                    connection.abort(ReasonCode.QUOTA_EXCEEDED, str(event.value))
-                    return
-                if kind == "gap":
-                    log.info("%r missed events of %s: %s", connection, name, event.value)
-                    continue
-                topic = _topic(name, event)
-                wire = event.wire
-                skipped = (
-                    topic is None
-                    or (matcher is not None and not topic_matches(matcher, topic))
-                    or (
-                        options.no_local
-                        and isinstance(wire, Wire)
-                        and wire.sender == state.client_id
-                    )
-                )
-                if skipped:
-                    if moves:
-                        self._advance(event.version)
-                    continue
-                if history:
-                    retain = kind == "put"
-                else:
-                    retain = options.retain_as_published and kind != "message"
-                assert topic is not None
-                if await connection.deliver(subscription, event, topic, retain) and moves:
-                    self._advance(event.version)
+            while await self._forward(route, stream, history):
+                await _close_stream(stream)
+                stream = await _subscribe(route, SubscribeOptions(current=True))
+                history = True
         except asyncio.CancelledError:
             raise
         except Exception as error:
             _, reason = reason_for(error)
             connection.abort(ReasonCode.UNSPECIFIED_ERROR, f"a subscription failed: {reason}")
-        else:
-            connection.abort(
-                ReasonCode.ADMINISTRATIVE_ACTION,
-                f"the subscription to {options.topic_filter} ended (the app reloaded or "
-                "stopped); connect again",
-                will=False,
-            )
         finally:
             await _close_stream(stream)
+
+    async def _forward(self, route: Route, stream: Any, history: bool) -> bool:
+        """Send the events of ``stream`` (``history``: its first ones are current records)
+        until it ends, which ends the connection; True at a gap in its replay instead."""
+        connection, state, subscription = self.connection, self.state, self.subscription
+        options = subscription.options
+        name, matcher = route.name, route.matcher
+        async for item in stream:
+            event = item if isinstance(item, Event) else Event("message", None, 0, item)
+            kind = event.type
+            # The cursor (where a resumed session replays from) moves past an event only
+            # once it is dealt with. The current records come in key order, not version
+            # order: it moves at their end (sync), so a session that leaves midway starts
+            # them over. It never moves on a message: one goes out at once, ahead of
+            # writes versioned before it that are still committing.
+            moves = not history and kind not in ("message", "sync")
+            if kind == "sync":
+                self._advance(event.version)
+                history = False
+                continue
+            if kind == "error":
+                connection.abort(ReasonCode.QUOTA_EXCEEDED, str(event.value))
+                return False
+            if kind == "gap":
+                log.info(
+                    "%r missed events of %s: %s; sending its current records again",
+                    connection,
+                    name,
+                    event.value,
+                )
+                return True
+            topic = _topic(name, event)
+            wire = event.wire
+            skipped = (
+                topic is None
+                or (matcher is not None and not topic_matches(matcher, topic))
+                or (options.no_local and isinstance(wire, Wire) and wire.sender == state.client_id)
+            )
+            if skipped:
+                if moves:
+                    self._advance(event.version)
+                continue
+            live_retain = options.retain_as_published and kind != "message"
+            retain = kind == "put" if history else live_retain
+            assert topic is not None
+            if await connection.deliver(subscription, event, topic, retain) and moves:
+                self._advance(event.version)
+        connection.abort(
+            ReasonCode.ADMINISTRATIVE_ACTION,
+            f"the subscription to {options.topic_filter} ended (the app reloaded or "
+            "stopped); connect again",
+            will=False,
+        )
+        return False
 
 
 def _topic(name: str, event: Event) -> str | None:
@@ -185,6 +199,11 @@ def _topic(name: str, event: Event) -> str | None:
         return name
     levels = key_to_topic(event.id)
     return None if levels is None else f"{name}/{levels}"
+
+
+async def _subscribe(route: Route, options: SubscribeOptions) -> Any:
+    """The seam subscription of ``route``, starting where ``options`` say."""
+    return await invoke(route.resource, "subscribe", route.target._replace(subscription=options))
 
 
 async def _close_stream(stream: Any) -> None:
