@@ -8,6 +8,7 @@ unique keys, so one server serves a whole module without order dependence.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,9 +18,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import ClientConnection
 
 DEFAULT_SCHEMA = """
 type Dog @table @export {
@@ -42,6 +45,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def ws_event(connection: ClientConnection, timeout: float = 5) -> dict[str, Any]:
+    """The next event frame of a kiln WebSocket, past ``sync`` frames (the resume points
+    sent at the end of a subscription's history)."""
+    while True:
+        frame = json.loads(connection.recv(timeout=timeout))
+        if frame["type"] != "sync":
+            return frame
 
 
 def write_app(

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from conftest import ADMIN_AUTH, KilnServer, free_port, write_app
+from conftest import ADMIN_AUTH, KilnServer, free_port, write_app, ws_event
 from kiln.auth.cors import Cors
 
 SCHEMA = """
@@ -111,7 +111,7 @@ def test_a_websocket_from_another_origin_is_refused(kiln_server: KilnServer) -> 
         assert (message["type"], message["status"]) == ("error", 403)
         assert "https://evil.example" in message["value"]
     with connect(url, additional_headers=headers, origin=ALLOWED) as connection:
-        assert json.loads(connection.recv(timeout=5))["value"] == {"id": 1, "name": "Rex"}
+        assert ws_event(connection)["value"] == {"id": 1, "name": "Rex"}
 
 
 def test_without_http_cors_no_origin_is_allowed(tmp_path_factory: pytest.TempPathFactory) -> None:

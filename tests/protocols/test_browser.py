@@ -138,14 +138,17 @@ def test_browser_event_source_and_websocket(
         f"/session/{session}/url", json={"url": f"{kiln_server.url}/Page/?id={dog}"}
     )
     assert response.status_code == 200, response.text
-    wait_for(browser, "window.received.sse.length >= 1 && window.received.ws.length >= 1")
+    wait_for(browser, "window.received.sse.length >= 1 && window.received.ws.length >= 2")
     assert http.patch(f"/Dog/{dog}", json={"name": "Max"}).status_code == 204
-    wait_for(browser, "window.received.sse.length >= 2 && window.received.ws.length >= 2")
+    wait_for(browser, "window.received.sse.length >= 2 && window.received.ws.length >= 3")
     run_script(browser, "window.say('hello from the browser');")
     received = wait_for(
         browser,
-        "window.received.sse.length >= 3 && window.received.ws.length >= 3 && window.received",
+        "window.received.sse.length >= 3 && window.received.ws.length >= 4 && window.received",
     )
+    sync = received["ws"].pop(1)  # the socket's end of the current records: a resume point
+    assert (sync["type"], sync["id"]) == ("sync", None)
+    assert sync["version"] >= received["ws"][0]["version"]
     for stream in ("sse", "ws"):
         current, patched, message = received[stream][:3]
         assert (current["type"], current["value"]["name"]) == ("put", "Rex")

@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from realtime_clients import sse
 from websockets.sync.client import connect as ws_connect
 
-from conftest import ADMIN_AUTH, KilnServer
+from conftest import ADMIN_AUTH, KilnServer, ws_event
 from kiln.mqtt import (
     MAX_PACKET_SIZE,
     MQTT_3_1_1,
@@ -681,13 +681,13 @@ def test_mqtt_to_sse_and_websocket(kiln_server: KilnServer, v5: Paho, http: http
         ) as websocket,
     ):
         [rest] = stream.history()
-        assert json.loads(websocket.recv(timeout=5))["value"] == rest.data["value"]
+        assert ws_event(websocket)["value"] == rest.data["value"]
         v5.publish(f"Dog/{dog}", json.dumps({"name": "Mq"}), qos=1, retain=True)
         v5.publish(f"Dog/{dog}", b'{"ping": true}', qos=1)
         put, message = stream.take(2)
         assert (put.type, put.data["value"]) == ("put", {"id": dog, "name": "Mq"})
         assert (message.type, message.data["value"]) == ("message", {"ping": True})
-        frames = [json.loads(websocket.recv(timeout=5)) for _ in range(2)]
+        frames = [ws_event(websocket) for _ in range(2)]
     assert [(f["type"], f["value"]) for f in frames] == [
         ("put", {"id": dog, "name": "Mq"}),
         ("message", {"ping": True}),

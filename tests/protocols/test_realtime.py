@@ -23,7 +23,7 @@ from realtime_clients import sse
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import ADMIN_AUTH, KilnServer, free_port, write_app
+from conftest import ADMIN_AUTH, KilnServer, free_port, write_app, ws_event
 
 SCHEMA = """
 type Dog @table @export {
@@ -119,7 +119,7 @@ def ws_connect(server: KilnServer, path: str, query: str = "") -> ClientConnecti
 
 
 def ws_next(connection: ClientConnection) -> dict[str, Any]:
-    return json.loads(connection.recv(timeout=5))
+    return ws_event(connection)
 
 
 # --------------------------------------------------------------------------- SSE
@@ -134,7 +134,7 @@ def test_record_stream_starts_with_the_record_then_every_change(
         [first] = stream.history()
         assert first.type == "put"
         assert first.data["value"] == {"id": dog, "name": "Rex", "age": 3}
-        assert first.id == str(first.data["version"])
+        assert first.id is None  # a current record is no resume point: the end of them is
         assert stream.last_event_id is not None
         assert int(stream.last_event_id) >= first.data["version"]
         put(http, f"/Dog/{dog}", {"name": "Rex", "age": 4})
@@ -147,7 +147,10 @@ def test_record_stream_starts_with_the_record_then_every_change(
     assert patched.data["patch"] == {"age": 5}
     assert deleted.type == "delete"
     assert (deleted.data["id"], deleted.data["value"]) == (dog, None)
-    versions = [int(event.id) for event in (first, replaced, patched, deleted)]
+    assert [event.id for event in (replaced, patched, deleted)] == [
+        str(event.data["version"]) for event in (replaced, patched, deleted)
+    ]
+    versions = [event.data["version"] for event in (first, replaced, patched, deleted)]
     assert versions == sorted(versions) and len(set(versions)) == 4
 
 
@@ -208,6 +211,30 @@ def test_last_event_id_resumes_with_exactly_what_was_missed(
         assert stream.next().data["value"]["name"] == "v5"
 
 
+def test_a_stream_cut_among_the_current_records_starts_them_over(
+    http: httpx.Client, stream_client: httpx.Client
+) -> None:
+    """The current records come in key order, not version order: were each one's version
+    its id, a stream cut after the first would resume past the older records not yet sent,
+    and lose them. Only the end of the history is a resume point."""
+    prefix = new_id("cut") + "/"
+    for name in ("b", "c", "a"):  # key order a, b, c; version order b, c, a
+        put(http, f"/Dog/{prefix}{name}", {"name": name})
+    with sse(stream_client, f"/Dog/{prefix}") as stream:
+        first = stream.next()  # the browser's Last-Event-ID when the stream is cut here
+        cut_at = stream.last_event_id
+    assert first.data["id"] == prefix + "a" and cut_at is None
+    with sse(stream_client, f"/Dog/{prefix}") as stream:  # reconnected without the header
+        history = stream.history()
+        synced = stream.last_event_id
+    assert [event.data["id"] for event in history] == [prefix + n for n in ("a", "b", "c")]
+    assert all(event.id is None for event in history)
+    assert synced is not None and int(synced) >= max(e.data["version"] for e in history)
+    put(http, f"/Dog/{prefix}d", {"name": "d"})
+    with sse(stream_client, f"/Dog/{prefix}", {"last-event-id": synced}) as stream:
+        assert [event.data["id"] for event in stream.history()] == [prefix + "d"]
+
+
 def test_start_time_and_previous_count(http: httpx.Client, stream_client: httpx.Client) -> None:
     dog = new_id()
     for n in range(5):
@@ -215,7 +242,7 @@ def test_start_time_and_previous_count(http: httpx.Client, stream_client: httpx.
     with sse(stream_client, f"/Dog/{dog}?previousCount=3") as stream:
         last_three = stream.history()
     assert [event.data["value"]["name"] for event in last_three] == ["v2", "v3", "v4"]
-    since = last_three[0].id
+    since = last_three[0].data["version"]
     with sse(stream_client, f"/Dog/{dog}?startTime={since}") as stream:
         assert [event.data["value"]["name"] for event in stream.history()] == ["v3", "v4"]
 
@@ -326,10 +353,10 @@ def test_catch_up_joins_the_live_stream_under_concurrent_writes(
         finally:
             stop.set()
             writer.join()
-    reference_ids = [event.id for event in seen]
-    late_ids = [event.id for event in caught_up]
+    reference_ids = [event.data["version"] for event in seen]
+    late_ids = [event.data["version"] for event in caught_up]
     assert len(set(late_ids)) == len(late_ids)  # nothing doubled
-    start = reference_ids.index(since) + 1
+    start = reference_ids.index(int(since)) + 1
     assert late_ids == reference_ids[start : start + len(late_ids)]  # nothing missed
 
 
@@ -366,6 +393,29 @@ def test_a_websocket_client_closing_normally_logs_no_error(
     while time.monotonic() < deadline:  # the server ends each connection after the close
         assert "ERROR" not in kiln_server.log()[before:], kiln_server.log()[before:]
         time.sleep(0.1)
+
+
+def test_websocket_resumes_from_its_sync_frame(kiln_server: KilnServer, http: httpx.Client) -> None:
+    """A ``sync`` frame ends the current records: its version is where ``?startTime=``
+    resumes, with exactly the writes missed (a message's or a current record's version is
+    no resume point: see the README)."""
+    prefix = new_id("wsr") + "/"
+    for name in ("b", "a"):
+        put(http, f"/Dog/{prefix}{name}", {"name": name})
+    with ws_connect(kiln_server, f"/Dog/{prefix}") as connection:
+        frames = [json.loads(connection.recv(timeout=5)) for _ in range(3)]
+    assert [frame["type"] for frame in frames] == ["put", "put", "sync"]
+    sync = frames[2]
+    assert sync["id"] is None and sync["version"] >= max(f["version"] for f in frames[:2])
+    put(http, f"/Dog/{prefix}a", {"name": "a2"})
+    put(http, f"/Dog/{prefix}c", {"name": "c"})
+    with ws_connect(kiln_server, f"/Dog/{prefix}", f"startTime={sync['version']}") as resumed:
+        replayed = [json.loads(resumed.recv(timeout=5)) for _ in range(3)]
+    assert [(f["type"], f["id"]) for f in replayed] == [
+        ("put", prefix + "a"),
+        ("put", prefix + "c"),
+        ("sync", None),
+    ]
 
 
 def test_websocket_messages_reach_sse_and_leave_the_record_alone(
@@ -447,7 +497,7 @@ def test_sigterm_ends_open_streams_and_stops_promptly(tmp_path: Path) -> None:
             with pytest.raises(EOFError):
                 stream.next()
             with pytest.raises(ConnectionClosed):
-                connection.recv(timeout=5)
+                ws_event(connection)
     finally:
         server.stop(signal.SIGKILL)
 

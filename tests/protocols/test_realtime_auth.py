@@ -3,7 +3,6 @@ publish over MQTT), and what the events of a role with an attribute allow-list h
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 
@@ -14,7 +13,7 @@ from realtime_clients import sse
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import ADMIN_AUTH, KilnServer
+from conftest import ADMIN_AUTH, KilnServer, ws_event
 from kiln.auth.passwords import hash_password
 from kiln.auth.users import SYSTEM_FOLDER, UserStore
 from kiln.mqtt import ReasonCode
@@ -116,7 +115,7 @@ def test_websocket_subscription_matrix(kiln_server: KilnServer, role: str, table
     with connect(
         f"ws://127.0.0.1:{kiln_server.port}{path}", additional_headers=headers, open_timeout=5
     ) as connection:
-        first = json.loads(connection.recv(timeout=5))
+        first = ws_event(connection)
         if CAN_READ[(role, table)]:
             assert first["type"] == "put"
             return
@@ -194,7 +193,7 @@ def test_a_removed_user_stops_hearing_at_once(kiln_server: KilnServer, users: Us
         stream.history()
         assert admin.put("/Dog/d3", json={"name": "before"}).status_code == 204
         assert stream.next().data["value"]["name"] == "before"
-        assert json.loads(socket.recv(timeout=5))["value"]["name"] == "before"
+        assert ws_event(socket)["value"]["name"] == "before"
         time.sleep(0.6)  # past the recheck interval
         users.remove("leaver")
         assert admin.put("/Dog/d3", json={"name": "secret"}).status_code == 204
@@ -202,7 +201,7 @@ def test_a_removed_user_stops_hearing_at_once(kiln_server: KilnServer, users: Us
         assert ended.type == "error" and "credentials" in ended.data["value"]
         with pytest.raises(EOFError):
             stream.next()
-        message = json.loads(socket.recv(timeout=5))
+        message = ws_event(socket)
         assert message["type"] == "error" and "credentials" in message["value"]
         with pytest.raises(ConnectionClosed):
             socket.recv(timeout=5)

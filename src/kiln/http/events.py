@@ -5,8 +5,10 @@ JSON is the same object a WebSocket client gets: ``{type, id, version, value}``
 (and ``patch`` for a patch). The end of a subscription's history is sent as a bare
 ``id:`` line, which moves the browser's ``lastEventId`` to the point the live
 events resume from without firing an event, so a reconnect (``Last-Event-ID``)
-replays from the audit log exactly what was missed. An idle stream gets a
-comment line every ``realtime.heartbeat`` seconds.
+replays from the audit log exactly what was missed. The events before it carry no
+``id:``: the current records come in key order, not version order, so a stream cut
+among them must start them over rather than resume after the last one sent. An idle
+stream gets a comment line every ``realtime.heartbeat`` seconds.
 """
 
 from __future__ import annotations
@@ -112,15 +114,16 @@ def encoded(event: Event) -> bytes:
     return data
 
 
-def frame(event: Event) -> bytes:
-    """The ``text/event-stream`` lines of one event."""
+def frame(event: Event, resumable: bool = True) -> bytes:
+    """The ``text/event-stream`` lines of one event; ``resumable``: whether a write's
+    version may be its ``id:`` (not before the end of the history: see the module)."""
     if event.type == "sync":
         return b"id: %d\n\n" % event.version
     data = encoded(event)
     # A message is sent the moment it is published, ahead of writes versioned before it
     # that are still being committed: an id on it could move a client's Last-Event-ID past
     # such a write, which a resume would then miss. So only writes carry an id.
-    if event.version and event.type != "message":
+    if resumable and event.version and event.type != "message":
         return b"event: %s\nid: %d\ndata: %s\n\n" % (event.type.encode(), event.version, data)
     return b"event: %s\ndata: %s\n\n" % (event.type.encode(), data)
 
@@ -151,9 +154,11 @@ async def stream_events(protocol: Any, events: AsyncIterator[Any], heartbeat: fl
     beating = asyncio.ensure_future(beat())
     try:
         await transport.send_bytes(b": kiln event stream\n\n")  # headers out now
+        resumable = False  # until the history ends (sync)
         async for item in events:
             event = as_event(item)
-            await transport.send_bytes(frame(event))
+            await transport.send_bytes(frame(event, resumable))
+            resumable = resumable or event.type == "sync"
             last_sent = asyncio.get_running_loop().time()
             if event.type == "error":
                 break

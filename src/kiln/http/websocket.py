@@ -3,8 +3,10 @@
 Connecting calls the resource's ``connect(target, incoming)``: by default that
 subscribes to the URL and publishes what the client sends to it. Every event
 goes out as one JSON text frame ``{type, id, version, value}`` (plus ``patch``
-for a patch); each frame the client sends is read as JSON (a text frame that is
-not JSON is taken as a string) and handed to ``incoming``.
+for a patch), the end of a subscription's history too (``type`` ``sync``: its
+version is where a reconnect resumes with ``?startTime=``); each frame the client
+sends is read as JSON (a text frame that is not JSON is taken as a string) and
+handed to ``incoming``.
 
 A request that cannot be served is accepted and closed at once, after an
 ``error`` frame ``{type: "error", status, value}`` carrying the problem (a browser
@@ -115,9 +117,7 @@ async def serve(protocol: Any, open_stream: Any) -> None:
     code = 1000
     try:
         async for item in events:
-            event = as_event(item)
-            if event.type != "sync":  # a resume point; WebSocket clients resume by startTime
-                await transport.send_str(encoded(event).decode())  # text: browsers parse it
+            await transport.send_str(encoded(as_event(item)).decode())  # text: browsers parse it
     except asyncio.CancelledError:
         if not closed_by_client:
             raise
