@@ -39,10 +39,13 @@ type Counter @table @export {
 """
 
 CONFIG = """
+http:
+  maxBodySize: 64KiB
 realtime:
   heartbeat: 300ms
   subscriberQueue: 5
 """
+MAX_BODY = 64 * 1024
 
 RESOURCES = '''
 import asyncio
@@ -416,6 +419,27 @@ def test_websocket_resumes_from_its_sync_frame(kiln_server: KilnServer, http: ht
         ("put", prefix + "c"),
         ("sync", None),
     ]
+
+
+def test_a_websocket_message_over_the_body_limit_is_refused_and_not_published(
+    kiln_server: KilnServer, http: httpx.Client, stream_client: httpx.Client
+) -> None:
+    """http.maxBodySize holds for WebSocket messages as for request bodies: a larger one is
+    answered with a 413 error frame and reaches nobody; the connection stays open."""
+    dog = new_id()
+    put(http, f"/Dog/{dog}", {"name": "Big"})
+    with (
+        sse(stream_client, f"/Dog/{dog}?omitCurrent") as listener,
+        ws_connect(kiln_server, f"/Dog/{dog}", "omitCurrent") as connection,
+    ):
+        listener.history()
+        connection.send(json.dumps({"blob": "x" * MAX_BODY}))
+        refusal = ws_next(connection)
+        assert (refusal["type"], refusal["status"]) == ("error", 413)
+        assert "http.maxBodySize" in refusal["value"]
+        connection.send(json.dumps({"small": True}))
+        assert ws_next(connection)["value"] == {"small": True}
+        assert listener.next().data["value"] == {"small": True}  # the big one never came
 
 
 def test_websocket_messages_reach_sse_and_leave_the_record_alone(

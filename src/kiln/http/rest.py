@@ -90,7 +90,9 @@ class RestHandler:
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         """The RSGI entry point: one HTTP request."""
         if scope.proto == "ws":
-            await websocket.serve(protocol, lambda incoming: self._connect(scope, incoming))
+            await websocket.serve(
+                protocol, lambda incoming: self._connect(scope, incoming), self.max_body_size
+            )
             return
         started = time.perf_counter()
         origin = scope.headers.get("origin")

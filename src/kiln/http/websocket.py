@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 from granian.rsgi import ProtocolClosed, WebsocketMessageType
 
-from kiln.errors import HTTPError
+from kiln.errors import HTTPError, PayloadTooLarge
 from kiln.http.events import as_event, encoded
 from kiln.http.formats import JSON
 from kiln.http.problems import as_http_error
@@ -70,11 +70,13 @@ def decode_message(message: Any) -> Any:
         raise ValueError("a binary frame must hold JSON") from None
 
 
-async def serve(protocol: Any, open_stream: Any) -> None:
+async def serve(protocol: Any, open_stream: Any, max_message: int) -> None:
     """Accept the connection and run it until either side closes it.
 
     ``open_stream(incoming)`` is awaited once the connection is accepted; it returns
-    the async iterator of events to send, or raises an :class:`HTTPError`.
+    the async iterator of events to send, or raises an :class:`HTTPError`. A frame the
+    client sends that is larger than ``max_message`` bytes (``http.maxBodySize``) is
+    answered with a 413 ``error`` frame and dropped; the connection stays open.
     """
     transport = await protocol.accept()
     queue: asyncio.Queue[Any] = asyncio.Queue(INCOMING_QUEUE)
@@ -94,6 +96,11 @@ async def serve(protocol: Any, open_stream: Any) -> None:
                 message = await transport.receive()
                 if message.kind == WebsocketMessageType.close:
                     break
+                if len(message.data) > max_message:
+                    await transport.send_str(
+                        error_frame(_too_large(len(message.data), max_message))
+                    )
+                    continue
                 try:
                     queue.put_nowait(decode_message(message))
                 except ValueError as error:
@@ -138,6 +145,13 @@ async def serve(protocol: Any, open_stream: Any) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await reader  # granian ignores close() while a receive() is pending
     protocol.close(code)
+
+
+def _too_large(size: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"a message of {size} bytes is larger than http.maxBodySize ({limit} bytes); it was "
+        "dropped: send less or raise the setting",
+    )
 
 
 async def _refuse(protocol: Any, transport: Any, error: HTTPError) -> None:
