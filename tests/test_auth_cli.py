@@ -141,13 +141,22 @@ def test_roles_kiln_run_would_refuse_exit_2_and_add_no_user(app: Path) -> None:
     assert stored(app, "zoe") is None
 
 
-def test_a_schema_mistake_exits_2(app: Path) -> None:
+def test_a_schema_mistake_stops_giving_roles_but_not_listing_or_removing(app: Path) -> None:
+    """Roles are read against the schema only when one is given: an admin must still be
+    able to list and remove users (a compromised one) while the schema is being fixed."""
+    assert add(app, "eve", "reader", "eve-password")[0] == 0
     (app / "schema.graphql").write_text(
         "type Dog @table {\n  id: Int @primaryKey\n  name: Strin\n}\n"
     )
-    code, output = kiln_user("list", "--app", str(app))
+    code, output = add(app, "zoe", "reader", "zoe-password")
     assert code == 2, output
     assert output.startswith("error: schema.graphql:3:9: "), output
+    code, output = kiln_user("role", "eve", "super_user", "--app", str(app))
+    assert code == 2, output
+    code, output = kiln_user("list", "--app", str(app))
+    assert (code, output.split()) == (0, ["eve", "reader"]), output
+    assert kiln_user("remove", "eve", "--app", str(app))[0] == 0
+    assert stored(app, "eve") is None
 
 
 def test_passwd_role_and_remove(app: Path) -> None:

@@ -202,6 +202,7 @@ def user_add(
 ) -> None:
     """Add a user, asking for its password."""
     with _accounts(app, data) as accounts:
+        _or_exit(lambda: accounts.check_role(role))  # before asking for the password
         user = _or_exit(lambda: accounts.add(name, _password(password_stdin), role))
         print(f"added user {user.name} ({user.role}) in {accounts.store.path}")
 
@@ -261,7 +262,7 @@ def _accounts(app: Path, data: Path | None) -> Accounts:
         return open_accounts(app, data)
     except KilnError as error:
         _report(error)
-        raise typer.Exit(2 if isinstance(error, ConfigError | SchemaError) else 1) from None
+        raise typer.Exit(_exit_code(error)) from None
     except OSError as error:
         _report(_unusable_data_folder(error))
         raise typer.Exit(2) from None
@@ -278,12 +279,17 @@ def _unusable_data_folder(error: OSError) -> KilnError:
 
 
 def _or_exit(action: Callable[[], _T]) -> _T:
-    """``action()``, or exit 1 after printing the mistake it raised."""
+    """``action()``, or exit after printing the mistake it raised (:func:`_exit_code`)."""
     try:
         return action()
     except KilnError as error:
         _report(error)
-        raise typer.Exit(1) from None
+        raise typer.Exit(_exit_code(error)) from None
+
+
+def _exit_code(error: KilnError) -> int:
+    """2 for a mistake in the app's files, 1 for any other."""
+    return 2 if isinstance(error, ConfigError | SchemaError) else 1
 
 
 def _password(from_stdin: bool) -> str:

@@ -10,10 +10,11 @@ alone, and then any role name is taken.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from kiln.auth.passwords import check_password, hash_password
-from kiln.auth.roles import build_roles
+from kiln.auth.roles import SUPER_USER, build_roles
 from kiln.auth.users import StoredUser, UserStore, check_name, open_users
 from kiln.config import CONFIG_FILE, load_config
 from kiln.errors import KilnError
@@ -26,9 +27,16 @@ class Accounts:
     Use it as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, store: UserStore, roles: frozenset[str] | None):
+    def __init__(
+        self,
+        store: UserStore,
+        roles: frozenset[str] | None,
+        read_roles: Callable[[], object] | None = None,
+    ):
         self.store = store
         self.roles = roles
+        self._read_roles = read_roles
+        """Reads the roles as ``kiln run`` does (raising its errors), before one is given."""
 
     def __enter__(self) -> Accounts:
         return self
@@ -43,7 +51,7 @@ class Accounts:
             KilnError: a bad name or password, an undeclared role, or a taken name.
         """
         check_name(name)
-        self._check_role(role)
+        self.check_role(role)
         check_password(password)
         return self.store.add(name, role, hash_password(password))
 
@@ -62,7 +70,7 @@ class Accounts:
         Raises:
             KilnError: an undeclared role, or no such user.
         """
-        self._check_role(role)
+        self.check_role(role)
         return self.store.set_role(name, role)
 
     def remove(self, name: str) -> None:
@@ -81,8 +89,19 @@ class Accounts:
         """Close the system database."""
         self.store.close()
 
-    def _check_role(self, role: str) -> None:
-        if self.roles is None or role in self.roles:
+    def check_role(self, role: str) -> None:
+        """Accept ``role`` as one a user may be given.
+
+        Raises:
+            KilnError: the app declares no such role.
+            ConfigError: the app's roles have a mistake ``kiln run`` would refuse.
+            SchemaError: the schema they are read against has one.
+        """
+        if self.roles is None:
+            return
+        if self._read_roles is not None:
+            self._read_roles()
+        if role in self.roles:
             return
         listed = ", ".join(sorted(self.roles))
         raise KilnError(
@@ -95,16 +114,22 @@ def open_accounts(app_dir: Path | None, data: Path | None) -> Accounts:
     """The users of the app in ``app_dir`` (its ``storage.path``), or of the data folder ``data``.
 
     Raises:
-        ConfigError: the app's ``config.yaml`` has a mistake (its roles included).
-        SchemaError: the app's ``schema.graphql`` has one.
+        ConfigError: the app's ``config.yaml`` has a mistake (its roles are read against
+            the schema only when a role is given: :meth:`Accounts.check_role`).
         KilnError: neither names an app or a data folder.
     """
     if app_dir is not None and (app_dir / "schema.graphql").is_file():
         overrides = {"storage.path": str(data.resolve()) if data is not None else None}
         config = load_config(app_dir, env=os.environ, overrides=overrides)
-        # The roles as `kiln run` reads them: a role it would refuse is no role to give.
-        roles = build_roles(config, load_schema(app_dir / "schema.graphql"))
-        return Accounts(open_users(config.storage.path), frozenset(roles))
+        roles = frozenset({SUPER_USER, *map(str, config.roles)})
+        schema_file = app_dir / "schema.graphql"
+        # Giving a role reads the roles as `kiln run` does: a role it would refuse is no role
+        # to give. Listing or removing users needs no schema, so a broken one stops neither.
+        return Accounts(
+            open_users(config.storage.path),
+            roles,
+            lambda: build_roles(config, load_schema(schema_file)),
+        )
     if data is not None:
         return Accounts(open_users(data.resolve()), None)
     where = app_dir.resolve() if app_dir is not None else Path.cwd()
