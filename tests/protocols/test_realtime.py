@@ -437,6 +437,11 @@ def test_a_websocket_message_over_the_body_limit_is_refused_and_not_published(
         refusal = ws_next(connection)
         assert (refusal["type"], refusal["status"]) == ("error", 413)
         assert "http.maxBodySize" in refusal["value"]
+        wide = "\N{GRINNING FACE}" * (MAX_BODY // 3)  # fewer characters than the limit's bytes
+        connection.send(json.dumps(wide, ensure_ascii=False))
+        refusal = ws_next(connection)
+        assert (refusal["type"], refusal["status"]) == ("error", 413)
+        assert f"a message of {len(wide.encode()) + 2} bytes" in refusal["value"]
         connection.send(json.dumps({"small": True}))
         assert ws_next(connection)["value"] == {"small": True}
         assert listener.next().data["value"] == {"small": True}  # the big one never came

@@ -96,10 +96,9 @@ async def serve(protocol: Any, open_stream: Any, max_message: int) -> None:
                 message = await transport.receive()
                 if message.kind == WebsocketMessageType.close:
                     break
-                if len(message.data) > max_message:
-                    await transport.send_str(
-                        error_frame(_too_large(len(message.data), max_message))
-                    )
+                size = _size(message.data, max_message)
+                if size > max_message:
+                    await transport.send_str(error_frame(_too_large(size, max_message)))
                     continue
                 try:
                     queue.put_nowait(decode_message(message))
@@ -147,7 +146,16 @@ async def serve(protocol: Any, open_stream: Any, max_message: int) -> None:
     protocol.close(code)
 
 
+def _size(data: str | bytes, limit: int) -> int:
+    """The size in bytes of a frame's data (a text frame arrives as ``str``, encoded only
+    when its length alone cannot show it within ``limit``: then its length is returned)."""
+    if isinstance(data, bytes) or len(data) * 4 <= limit:  # UTF-8 takes at most 4 bytes
+        return len(data)
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
 def _too_large(size: int, limit: int) -> PayloadTooLarge:
+    """The refusal of a message of ``size`` bytes, over ``limit``."""
     return PayloadTooLarge(
         f"a message of {size} bytes is larger than http.maxBodySize ({limit} bytes); it was "
         "dropped: send less or raise the setting",
