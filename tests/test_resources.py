@@ -8,6 +8,7 @@ each start ``python -m kiln run`` on a broken app and read its exit code and out
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import subprocess
 import sys
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
-from conftest import ADMIN_AUTH, KilnServer, free_port, write_app
+from conftest import ADMIN_AUTH, KilnServer, free_port, write_app, ws_event
 from kiln import Table, tables
 from kiln.app import App, load_app
 from kiln.config import load_config
@@ -374,6 +376,21 @@ def test_a_permission_hook_saying_no_is_403_naming_the_hook(http: httpx.Client) 
     )
     assert http.delete(f"/ReadOnlyDog/{key}").status_code == 403
     assert http.get(f"/ReadOnlyDog/{key}").json()["name"] == "kept"
+
+
+def test_a_refused_publish_names_the_hook_the_app_wrote(kiln_server: KilnServer) -> None:
+    """A table's allow_publish asks allow_update: when the app's allow_update refuses, that
+    is the hook named, not allow_publish, which the app never wrote."""
+    key = new_id()
+    headers = {"Authorization": httpx.BasicAuth(*ADMIN_AUTH)._auth_header}
+    url = f"ws://127.0.0.1:{kiln_server.port}/ReadOnlyDog/{key}?omitCurrent"
+    with connect(url, additional_headers=headers, open_timeout=5) as connection:
+        connection.send(json.dumps({"hello": True}))
+        refusal = ws_event(connection)
+    assert (refusal["type"], refusal["value"]) == (
+        "error",
+        f"`ReadOnlyDog.allow_update` refused `publish` on /ReadOnlyDog/{key}",
+    )
 
 
 def test_select_on_a_record_url_shapes_the_record(http: httpx.Client) -> None:

@@ -264,24 +264,39 @@ def authorize(resource: Resource, method: str, target: RequestTarget) -> None:
     user = target.context.user
     permission = hook.removeprefix("allow_")
     what = target.path
+    refuser = _overridden_hook(resource, hook)
     if isinstance(resource, Table):
         what = f"`{resource.definition.name}`"
         granted = _TABLE_PERMISSION.get(hook, permission)  # subscribing reads; publishing updates
         if not getattr(access_of(user, resource.definition.name), granted):
             raise denied(user, granted, what)  # the role lacks it
-        refused_by_app = True  # the role grants it: an override in resources.py said no
-    else:
-        refused_by_app = getattr(type(resource), hook) is not getattr(Resource, hook)
-    if refused_by_app and user is not None and user.authenticated:
+    if refuser is not None and user is not None and user.authenticated:
         raise Forbidden(
-            f"`{type(resource).__name__}.{hook}` refused `{permission}` on {target.path}",
-            hint=f"a rule of the app's resources.py, not of the role: see {hook} there",
+            f"`{type(resource).__name__}.{refuser}` refused `{permission}` on {target.path}",
+            hint=f"a rule of the app's resources.py, not of the role: see {refuser} there",
         )
     raise denied(user, permission, what)
 
 
+def _overridden_hook(resource: Resource, hook: str) -> str | None:
+    """The hook of ``resource``'s class that decides ``hook`` and is the app's own: ``hook``
+    itself, or for a table's real-time hooks the one they ask (``allow_read`` decides
+    ``allow_subscribe``); None when kiln's own rule decided."""
+    base = Table if isinstance(resource, Table) else Resource
+    cls = type(resource)
+    if getattr(cls, hook) is not getattr(base, hook):
+        return hook
+    asked = _ASKED_HOOK.get(hook) if base is Table else None
+    if asked is not None and getattr(cls, asked) is not getattr(base, asked):
+        return asked
+    return None
+
+
 _TABLE_PERMISSION = {"allow_subscribe": "read", "allow_publish": "update"}
 """The role permission a table's real-time hooks stand for (what a refusal names)."""
+
+_ASKED_HOOK = {"allow_subscribe": "allow_read", "allow_publish": "allow_update"}
+"""The hook a table's real-time hook asks (:meth:`Table.allow_subscribe`)."""
 
 
 def user_name(target: RequestTarget) -> str | None:
