@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import lmdb
 import pytest
 from typer.testing import CliRunner
 
@@ -464,6 +467,16 @@ def _folder_as_file(folder: Path) -> None:
     (folder / "data" / "data.mdb").mkdir(parents=True)
 
 
+def _other_version(folder: Path) -> None:
+    """An LMDB environment whose meta pages say a data format this LMDB cannot read."""
+    (folder / "data").mkdir(parents=True)
+    lmdb.open(str(folder / "data"), max_dbs=4).close()
+    with (folder / "data" / "data.mdb").open("r+b") as file:
+        for meta_page in (0, 4096):  # the version follows the page header and the magic
+            file.seek(meta_page + 20)
+            file.write(struct.pack("<I", 99))
+
+
 BROKEN_STORES = [
     pytest.param(
         "data",
@@ -478,6 +491,13 @@ BROKEN_STORES = [
         "Is a directory",
         "a folder is in the way of a database file",
         id="records-folder-in-the-way",
+    ),
+    pytest.param(
+        "data",
+        _other_version,
+        "LMDB cannot read its files (LMDB data format v99 is not supported by this build.)",
+        "they were written by another LMDB version, or are damaged: restore them from a backup",
+        id="records-other-lmdb-version",
     ),
     pytest.param(
         ".system",
@@ -541,6 +561,32 @@ def test_a_store_lmdb_cannot_open_is_a_clear_error(
         assert lines[1].strip().startswith(f"hint: {hint}"), output
         assert "Traceback" not in output
         assert "kiln serving" not in output
+
+
+def test_a_map_too_large_for_the_process_names_storage_map_size(tmp_path: Path) -> None:
+    """A map the process may not have (an address-space limit) is no data-folder mistake:
+    the error names storage.mapSize and what to do about it."""
+    app = write_app(tmp_path / "app", SCHEMA)
+
+    def limit_address_space() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "kiln", "run", str(app), "--port", str(free_port())],
+        env=clean_env(KILN_STORAGE_MAPSIZE="1TiB", KILN_STORAGE_PATH=str(tmp_path / "data")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit_address_space,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    lines = done.stderr.splitlines()
+    assert lines[0] == (
+        "error: environment: KILN_STORAGE_MAPSIZE (storage.mapSize): cannot map the database "
+        f"at {tmp_path / 'data' / 'data'}: Cannot allocate memory"
+    ), output
+    assert lines[1].strip().startswith("hint: the database's memory map is larger"), output
 
 
 # --------------------------------------------------------------------------- MQTT in the banner

@@ -104,7 +104,8 @@ _DATA_FOLDER_HINTS = {
 
 
 def data_folder_error(config: Config, error: OSError) -> ConfigError | None:
-    """The mistake ``error`` shows in ``storage.path``, or None when it is about another path.
+    """The mistake ``error`` shows in ``storage.path`` (or, for a map that does not fit the
+    process, ``storage.mapSize``), or None when it is about another path.
 
     The databases create the data folder when they first open (after the schema is
     read, so a broken schema leaves none behind); an :class:`OSError` about that
@@ -117,24 +118,36 @@ def data_folder_error(config: Config, error: OSError) -> ConfigError | None:
     failed = Path(os.fsdecode(error.filename))
     if not (failed.is_relative_to(folder) or folder.is_relative_to(failed)):
         return None
-    key = "storage.path"
+    mapping = error.errno == errno.ENOMEM  # the folder is fine: the map is too large
+    key = "storage.mapSize" if mapping else "storage.path"
     source = config.source(key)
     name = f"{env_name(key)} ({key})" if source is Source.ENVIRONMENT else key
-    # a parent it needed to create, or a store inside it
-    at = (
-        f" (at {failed})" if failed in folder.parents or isinstance(error, UnusableDatabase) else ""
-    )
-    return ConfigError(
-        f"{name}: cannot use {folder} as the data folder: {error.strerror or error}{at}",
-        file=str(source),
-        hint=data_folder_hint(error),
-    )
+    reason = error.strerror or str(error)
+    if mapping:
+        message = f"{name}: cannot map the database at {failed}: {reason}"
+    else:
+        # a parent it needed to create, or a store inside it
+        inside = failed in folder.parents or isinstance(error, UnusableDatabase)
+        at = f" (at {failed})" if inside else ""
+        message = f"{name}: cannot use {folder} as the data folder: {reason}{at}"
+    return ConfigError(message, file=str(source), hint=data_folder_hint(error))
 
 
 def data_folder_hint(error: OSError) -> str:
     """What to do about the data folder ``error`` (an OS error using it) shows unusable."""
-    if isinstance(error, UnusableDatabase) and not error.errno:
+    if error.errno == errno.ENOMEM:  # the folder is fine: the map is too large for the process
+        return (
+            "the database's memory map is larger than this process may map: lower "
+            "storage.mapSize (with http.workers above 1 every map takes 1 TiB), or raise "
+            "the limit (ulimit -v)"
+        )
+    if isinstance(error, UnusableDatabase) and error.foreign:
         what = "move those files away, or choose a folder of kiln's own"
+    elif isinstance(error, UnusableDatabase) and not error.errno:
+        what = (
+            "they were written by another LMDB version, or are damaged: restore them from "
+            "a backup, or choose another folder"
+        )
     else:
         what = _DATA_FOLDER_HINTS.get(
             error.errno or 0, "choose a folder kiln can create and write to"

@@ -42,7 +42,16 @@ _ERRNO_OF = {os.strerror(number): number for number in errno.errorcode}
 
 class UnusableDatabase(OSError):
     """LMDB cannot open a database's folder (``filename``): the system refuses it
-    (``errno`` set), or its files are not an LMDB environment (``errno`` 0)."""
+    (``errno`` set), or its files are not LMDB's (``foreign``), or LMDB cannot read them
+    (another version's, or damaged: ``errno`` 0, not ``foreign``)."""
+
+    foreign = False
+
+
+class ForeignFiles(UnusableDatabase):
+    """A database's folder holds files that are not an LMDB environment."""
+
+    foreign = True
 
 
 def open_lmdb(path: Path, **options: object) -> lmdb.Environment:
@@ -50,11 +59,15 @@ def open_lmdb(path: Path, **options: object) -> lmdb.Environment:
     refuses, so that every store kiln keeps in the data folder fails alike."""
     try:
         return lmdb.open(str(path), **options)
+    except lmdb.InvalidError as error:
+        reason = str(error).removeprefix(f"{path}: ")
+        message = f"its files are not an LMDB database kiln can open ({reason})"
+        raise ForeignFiles(0, message, str(path)) from None
     except lmdb.Error as error:
         reason = str(error).removeprefix(f"{path}: ")
         number = _ERRNO_OF.get(reason, 0)
         if not number:
-            reason = f"its files are not an LMDB database kiln can open ({reason})"
+            reason = f"LMDB cannot read its files ({reason})"
         raise UnusableDatabase(number, reason, str(path)) from None
 
 
