@@ -15,10 +15,11 @@ kiln's does); a bad or unknown id answers 404.
 ``--durable-put`` opens the environment writable and also answers ``PUT /<anything>/<int
 id>``: the body's bytes, as they came, replace the stored value of that id, and an entry
 holding them is appended to the audit store, in a commit shared with every PUT waiting
-meanwhile (one writer thread, as kiln's), and the answer (204) waits until that commit is
-synced. It is the floor of a durable write on the machine: the disk's syncs and granian's
-body read, with no parsing, validation or record encoding. It writes the bytes as they
-came, so give it a copy of the data, never kiln's own.
+meanwhile, and the answer (204) waits until that commit is synced: a writer thread and a
+sync thread, committing as kiln's do (:class:`GroupWriter`). It is what a durable write
+costs on the machine with nothing of kiln's: the disk's syncs and granian's body read,
+with no parsing, validation or record encoding. It writes the bytes as they came, so give
+it a copy of the data, never kiln's own.
 """
 
 from __future__ import annotations
@@ -82,14 +83,21 @@ _VERSION = struct.Struct(">Q")
 _Put = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", bytes, bytes]
 
 
-def _settle(futures: list[asyncio.Future[None]]) -> None:
+def _settle(futures: list[asyncio.Future[None]], failure: BaseException | None) -> None:
+    """Answer the futures of committed puts (on their loop): done, or failed with ``failure``."""
     for future in futures:
-        if not future.done():
+        if future.done():
+            continue
+        if failure is None:
             future.set_result(None)
+        else:
+            future.set_exception(failure)
 
 
 class GroupWriter:
-    """One thread that applies every waiting put in one synced LMDB commit (group commit)."""
+    """Group commit as kiln's writer does it, without kiln's work: one thread applies every
+    waiting put in one commit that syncs its pages, a second syncs the meta pages of the
+    commits made meanwhile and only then answers them, while the next group is applied."""
 
     def __init__(self, env: lmdb.Environment, db: Any):
         self.env = env
@@ -99,7 +107,11 @@ class GroupWriter:
             cursor = txn.cursor(db=self.audit)
             self.version = _VERSION.unpack(cursor.key())[0] if cursor.last() else 0
         self._waiting: queue.SimpleQueue[_Put] = queue.SimpleQueue()
-        threading.Thread(target=self._run, name="bare-writer", daemon=True).start()
+        self._committed: queue.SimpleQueue[tuple[list[_Put], BaseException | None]] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._apply, name="bare-writer", daemon=True).start()
+        threading.Thread(target=self._sync, name="bare-sync", daemon=True).start()
 
     def put(self, key: bytes, value: bytes) -> asyncio.Future[None]:
         """Queue a put; the future is done once the commit holding it is on disk."""
@@ -108,7 +120,7 @@ class GroupWriter:
         self._waiting.put((loop, future, key, value))
         return future
 
-    def _run(self) -> None:
+    def _apply(self) -> None:
         while True:
             group = [self._waiting.get()]
             while True:
@@ -116,17 +128,37 @@ class GroupWriter:
                     group.append(self._waiting.get_nowait())
                 except queue.Empty:
                     break
-            with self.env.begin(write=True) as txn:  # the commit syncs (sync=True)
-                for _loop, _future, key, value in group:
-                    txn.get(key, db=self.db)  # kiln reads the record it replaces
-                    txn.put(key, value, db=self.db)
-                    self.version += 1
-                    txn.put(_VERSION.pack(self.version), value, db=self.audit, append=True)
-            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-            for loop, future, _key, _value in group:
-                by_loop.setdefault(loop, []).append(future)
-            for loop, futures in by_loop.items():
-                loop.call_soon_threadsafe(_settle, futures)
+            failure = None
+            try:
+                with self.env.begin(write=True) as txn:  # syncs its pages, not the meta page
+                    for _loop, _future, key, value in group:
+                        txn.get(key, db=self.db)  # kiln reads the record it replaces
+                        txn.put(key, value, db=self.db)
+                        self.version += 1
+                        txn.put(_VERSION.pack(self.version), value, db=self.audit, append=True)
+            except Exception as error:  # answered as a 500, not left hanging
+                failure = error
+            self._committed.put((group, failure))
+
+    def _sync(self) -> None:
+        while True:
+            commits = [self._committed.get()]
+            while True:
+                try:
+                    commits.append(self._committed.get_nowait())
+                except queue.Empty:
+                    break
+            failed = None
+            try:
+                self.env.sync(True)
+            except Exception as error:
+                failed = error
+            for group, failure in commits:
+                by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+                for loop, future, _key, _value in group:
+                    by_loop.setdefault(loop, []).append(future)
+                for loop, futures in by_loop.items():
+                    loop.call_soon_threadsafe(_settle, futures, failure or failed)
 
 
 class DurablePutApp(BareApp):
@@ -154,8 +186,9 @@ def open_table(
     data_dir: Path, table: str, database: str = "data", *, writable: bool = False
 ) -> tuple[lmdb.Environment, Any]:
     """Open kiln's environment ``data_dir/database`` (read-only unless ``writable``: then
-    every commit syncs, meta page included) and its ``t:<table>`` store."""
-    room = {"map_size": _WRITABLE_MAP_SIZE} if writable else {}
+    as kiln opens it, a commit syncing its pages but not the meta page) and its
+    ``t:<table>`` store."""
+    room = {"map_size": _WRITABLE_MAP_SIZE, "metasync": False} if writable else {}
     env = lmdb.open(
         str(data_dir / database),
         readonly=not writable,
