@@ -897,6 +897,7 @@ def test_many_concurrent_writes_through_both_workers_each_logged_once(server: Ki
     assert {event.type for event in mine} == {"put"}
     versions = [event.data["version"] for event in mine]
     assert all(b > a for a, b in itertools.pairwise(versions)), "replay not in version order"
+    assert [event.id for event in mine] == [str(version) for version in versions]
     written = sorted(event.data["value"]["n"] for event in mine)
     expected = sorted(t * 1000 + n for t in range(threads) for n in range(per_thread))
     assert written == expected, f"{len(written)} writes replayed of {len(expected)}"

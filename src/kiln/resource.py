@@ -105,6 +105,12 @@ class SubscribeOptions(NamedTuple):
     previous_count: int | None = None
     current: bool = True
 
+    @property
+    def starts_with_current(self) -> bool:
+        """Whether the history is the current records, in key order (not a replay, which
+        comes in version order, each write a point to resume after)."""
+        return self.since is None and self.previous_count is None and self.current
+
 
 class RequestTarget(NamedTuple):
     """What a request points at.

@@ -5,10 +5,11 @@ JSON is the same object a WebSocket client gets: ``{type, id, version, value}``
 (and ``patch`` for a patch). The end of a subscription's history is sent as a bare
 ``id:`` line, which moves the browser's ``lastEventId`` to the point the live
 events resume from without firing an event, so a reconnect (``Last-Event-ID``)
-replays from the audit log exactly what was missed. The events before it carry no
-``id:``: the current records come in key order, not version order, so a stream cut
-among them must start them over rather than resume after the last one sent. An idle
-stream gets a comment line every ``realtime.heartbeat`` seconds.
+replays from the audit log exactly what was missed. The current records before it
+carry no ``id:``: they come in key order, not version order, so a stream cut among them
+must start them over rather than resume after the last one sent (a replay's writes, in
+version order, carry theirs). An idle stream gets a comment line every
+``realtime.heartbeat`` seconds.
 """
 
 from __future__ import annotations
@@ -128,8 +129,12 @@ def frame(event: Event, resumable: bool = True) -> bytes:
     return b"event: %s\ndata: %s\n\n" % (event.type.encode(), data)
 
 
-async def stream_events(protocol: Any, events: AsyncIterator[Any], heartbeat: float) -> None:
-    """Send ``events`` until the subscription ends or the client goes away."""
+async def stream_events(
+    protocol: Any, events: AsyncIterator[Any], heartbeat: float, *, resumable: bool
+) -> None:
+    """Send ``events`` until the subscription ends or the client goes away; ``resumable``:
+    whether the history's writes may carry ids (a replay, in version order), else only
+    what follows it."""
     transport = protocol.response_stream(200, list(_HEADERS))
     task = asyncio.current_task()
     assert task is not None
@@ -154,7 +159,6 @@ async def stream_events(protocol: Any, events: AsyncIterator[Any], heartbeat: fl
     beating = asyncio.ensure_future(beat())
     try:
         await transport.send_bytes(b": kiln event stream\n\n")  # headers out now
-        resumable = False  # until the history ends (sync)
         async for item in events:
             event = as_event(item)
             await transport.send_bytes(frame(event, resumable))

@@ -156,7 +156,12 @@ class RestHandler:
         if subscribing:
             events = await invoke(resource, "subscribe", target)
             events = self._while_credentials_hold(events, scope, user)
-            await stream_events(protocol, events, self.app.config.realtime.heartbeat)
+            await stream_events(
+                protocol,
+                events,
+                self.app.config.realtime.heartbeat,
+                resumable=not target.subscription.starts_with_current,
+            )
             return 200
         if method == "OPTIONS":
             allow = ", ".join(resource.allowed_methods(target))
