@@ -2,7 +2,7 @@
 
 - ``/DogProfile/<id>``: a Dog record with ``ageYears``, computed from ``birthday`` when read.
 - ``/BreedCounts/``: how many dogs of each breed, over the dogs a query selects
-  (``/BreedCounts/?ownerId=o1``); read-only.
+  (``/BreedCounts/?ownerId=ann``); read-only.
 """
 
 from collections import Counter

@@ -31,10 +31,10 @@ from kiln.app import App, load_app
 from kiln.errors import KilnError
 from kiln.http.rest import RestHandler
 from kiln.loader import check_resources
-from kiln.mqtt.server import MqttServer, start_mqtt
+from kiln.mqtt.server import MqttServer
 from kiln.scaffold import APP_FILES, RESOURCES_FILE, SCHEMA_FILE
 from kiln.schema import load_schema
-from kiln.serve import data_folder_error, http_server, read_config
+from kiln.serve import http_server, read_config, start_broker
 
 log = logging.getLogger("kiln")
 
@@ -220,10 +220,7 @@ async def develop(
     )
     app.bus.start()
     try:
-        mqtt = await start_mqtt(lambda: reloader.app)
-    except OSError as error:  # the broker's session store, in the data folder
-        reloader.close()
-        raise data_folder_error(app.config, error) or error from None
+        mqtt = await start_broker(lambda: reloader.app)
     except BaseException:
         reloader.close()
         raise

@@ -133,6 +133,22 @@ def data_folder_error(config: Config, error: OSError) -> ConfigError | None:
     return ConfigError(message, file=str(source), hint=data_folder_hint(error))
 
 
+async def start_broker(current_app: Callable[[], App]) -> MqttServer:
+    """:func:`~kiln.mqtt.server.start_mqtt`, a session store that cannot be used reported as
+    the mistake in the data folder it is.
+
+    Raises:
+        ConfigError: as :func:`data_folder_error`, or a listener's port is taken.
+    """
+    try:
+        return await start_mqtt(current_app)
+    except OSError as error:
+        mistake = data_folder_error(current_app().config, error)
+        if mistake is None:
+            raise
+        raise mistake from None
+
+
 def data_folder_hint(error: OSError) -> str:
     """What to do about the data folder ``error`` (an OS error using it) shows unusable."""
     if error.errno == errno.ENOMEM:  # the folder is fine: the map is too large for the process
@@ -304,7 +320,8 @@ async def serve(
     Returns False when a process of the server ended unexpectedly and stopped it.
 
     Raises:
-        ConfigError: an MQTT port set in the settings cannot be listened on.
+        ConfigError: an MQTT port set in the settings cannot be listened on, or the MQTT
+            session store in the data folder cannot be used.
     """
     loop = asyncio.get_running_loop()
     clean = True
@@ -346,10 +363,7 @@ async def serve(
                 writer.delegate(write_link.forward)
             app.bus.join(write_link.peers)
         if first:
-            mqtt = await start_mqtt(lambda: app)
-    except OSError as error:  # the broker's session store, in the data folder
-        await _stop_processes(app, crew, write_link)
-        raise data_folder_error(app.config, error) or error from None
+            mqtt = await start_broker(lambda: app)
     except BaseException:
         await _stop_processes(app, crew, write_link)
         raise

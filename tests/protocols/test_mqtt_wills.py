@@ -52,7 +52,7 @@ REVOKE: dict[str, Callable[[UserStore, str], object]] = {
 CHANGE = REVOKE | {"moved": lambda users, name: users.set_role(name, "clerk")}
 """The changes that end a user's connections: also a new role that may still write."""
 WHY = {
-    "removed": "was not published: its credentials no longer hold",
+    "removed": "was not published: its credentials were refused",
     "demoted": "was refused: ",
 }
 """What the log says of such a will."""

@@ -336,7 +336,7 @@ class Broker:
             user = await self.authenticate(connect, client)
         except HTTPError as error:
             log.warning(
-                "the will of %r to %s was not published: its credentials no longer hold (%s)",
+                "the will of %r to %s was not published: its credentials were refused (%s)",
                 client_id,
                 will.topic,
                 error.detail,
