@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lmdb
 import uvloop
@@ -94,6 +94,19 @@ def _settle(futures: list[asyncio.Future[None]], failure: BaseException | None) 
             future.set_exception(failure)
 
 
+_Item = TypeVar("_Item")
+
+
+def _drained(waiting: queue.SimpleQueue[_Item]) -> list[_Item]:
+    """The next item of ``waiting`` (waiting for one), and every other already there."""
+    items = [waiting.get()]
+    while True:
+        try:
+            items.append(waiting.get_nowait())
+        except queue.Empty:
+            return items
+
+
 class GroupWriter:
     """Group commit as kiln's writer does it, without kiln's work: one thread applies every
     waiting put in one commit that syncs its pages, a second syncs the meta pages of the
@@ -122,12 +135,7 @@ class GroupWriter:
 
     def _apply(self) -> None:
         while True:
-            group = [self._waiting.get()]
-            while True:
-                try:
-                    group.append(self._waiting.get_nowait())
-                except queue.Empty:
-                    break
+            group = _drained(self._waiting)
             failure = None
             try:
                 with self.env.begin(write=True) as txn:  # syncs its pages, not the meta page
@@ -142,12 +150,7 @@ class GroupWriter:
 
     def _sync(self) -> None:
         while True:
-            commits = [self._committed.get()]
-            while True:
-                try:
-                    commits.append(self._committed.get_nowait())
-                except queue.Empty:
-                    break
+            commits = _drained(self._committed)
             failed = None
             try:
                 self.env.sync(True)
