@@ -220,8 +220,16 @@ class Resource:
         return (*methods, "OPTIONS")
 
 
-async def invoke(resource: Resource, method: str, target: RequestTarget, data: Any = None) -> Any:
-    """Call ``method`` of ``resource`` after its permission hook; await it if it is async.
+async def invoke(
+    resource: Resource,
+    method: str,
+    target: RequestTarget,
+    data: Any = None,
+    *,
+    authorized: bool = False,
+) -> Any:
+    """Call ``method`` of ``resource`` after its permission hook (unless the caller asked it
+    already: ``authorized``); await it if it is async.
 
     Raises:
         MethodNotAllowed: the resource does not define ``method``.
@@ -240,7 +248,8 @@ async def invoke(resource: Resource, method: str, target: RequestTarget, data: A
             f"{target.path} does not answer {method.upper()}",
             allow=resource.allowed_methods(target),
         )
-    authorize(resource, method, target)
+    if not authorized:
+        authorize(resource, method, target)
     if method in _WRITES:
         if isinstance(resource, Table) and method != "delete":
             permission = "insert" if method == "post" else "update"

@@ -221,6 +221,40 @@ def test_post_in_cbor_answers_in_cbor(http: httpx.Client) -> None:
     assert cbor2.loads(response.content) == {"id": dog_id, "name": "Posted", "born": BORN}
 
 
+def _doubling(levels: int) -> list[Any]:
+    """A list holding the same list twice per level: 2**levels leaves when resolved."""
+    value: list[Any] = ["x"]
+    for _ in range(levels):
+        value = [value, value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("body", "tag"),
+    [
+        (cbor2.dumps({"name": "Bomb", "extra": _doubling(40)}, value_sharing=True), 28),
+        (cbor2.dumps({"name": "Bomb", "extra": ["y" * 60_000] * 150}, string_referencing=True), 25),
+    ],
+    ids=["shared-values", "string-references"],
+)
+def test_cbor_references_are_refused_before_they_expand(
+    kiln_server: Any, http: httpx.Client, body: bytes, tag: int
+) -> None:
+    """A few hundred bytes of CBOR references stand for 2**40 values (shared values) or
+    gigabytes of text (string references): refused while decoding, with or without
+    credentials, and the server answers the next request at once."""
+    dog_id = new_id()
+    headers = {"content-type": CBOR_TYPE}
+    with httpx.Client(base_url=kiln_server.url, timeout=10) as anonymous:
+        refused = anonymous.put(f"/Dog/{dog_id}", content=body, headers=headers)
+    assert refused.status_code == 401  # refused before the body is even read
+    answer = http.put(f"/Dog/{dog_id}", content=body, headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert f"(CBOR tag {tag}), which kiln does not read" in answer.json()["detail"]
+    assert http.get(f"/Dog/{dog_id}").status_code == 404
+    assert http.get("/_health").status_code == 200
+
+
 # --------------------------------------------------------------------------- CSV
 
 

@@ -203,13 +203,44 @@ def _encode_cbor(value: Any, _columns: Columns = None) -> bytes:
     return _encode_cbor_value(value)
 
 
+_REFERENCE_TAGS = {
+    25: "a string reference",
+    256: "string references",
+    28: "a shared value",
+    29: "a shared value",
+}
+"""CBOR tags that let a few bytes stand for a value sent earlier. Resolved, they would make a
+small body a huge value (a list holding itself twice per level doubles with each level), so
+they are refused while decoding, before anything walks the value."""
+
+
+def _refuse_reference(tag: int) -> Callable[..., Any]:
+    def refuse(*_args: Any) -> Any:
+        raise _Refused(
+            f"the body uses {_REFERENCE_TAGS[tag]} (CBOR tag {tag}), which kiln does not read; "
+            "send each value in full"
+        )
+
+    return refuse
+
+
+class _Refused(Exception):
+    """A CBOR tag kiln refuses, raised while decoding (the message is the client's)."""
+
+
+_NO_REFERENCES = {tag: _refuse_reference(tag) for tag in _REFERENCE_TAGS}
+
+
 def _decode_cbor(body: bytes) -> Any:
     if not body:
         raise BadRequest("the body is empty; send a CBOR map")
     stream = io.BytesIO(body)
     try:
-        value = cbor2.CBORDecoder(stream).decode()
+        value = cbor2.CBORDecoder(stream, semantic_decoders=_NO_REFERENCES).decode()
     except (cbor2.CBORDecodeError, ValueError, RecursionError) as error:
+        refused = error.__cause__ if isinstance(error.__cause__, _Refused) else None
+        if refused is not None:
+            raise BadRequest(str(refused)) from None
         raise BadRequest(
             f"the body is not valid CBOR: {error} (byte {stream.tell()}); send one CBOR map"
         ) from None

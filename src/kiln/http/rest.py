@@ -184,10 +184,16 @@ class RestHandler:
             except NotAcceptable:
                 fmt = JSON
         data = None
+        authorized = False
         if method not in READS and seam_method != "delete":
+            if callable(getattr(resource, seam_method, None)):  # else invoke answers 405
+                # Refused before the body is read or decoded: a request that may not
+                # write costs the server nothing of what it sends.
+                authorize(resource, seam_method, target)
+                authorized = True
             reader = request_format(headers.get("content-type"))
             data = reader.decode(await self._read_body(scope, protocol))
-        result = await invoke(resource, seam_method, target, data)
+        result = await invoke(resource, seam_method, target, data, authorized=authorized)
         return await self._respond(protocol, method, seam_method, target, result, fmt, resource)
 
     def route(
