@@ -457,10 +457,13 @@ class Table(Resource):
         return Response(204) if result is None else result
 
     async def put(self, target: RequestTarget, data: Any) -> None:
-        """Replace the record at ``target.id`` with ``data`` (creating it if absent)."""
+        """Replace the record at ``target.id`` with ``data`` (creating it if absent, when the
+        user may insert: else 403)."""
         key = self._record_key(target, "PUT")
         record = self._validated(data, key, partial=False)
-        await self._write(Put(self.definition.name, key, record, target.if_version), target)
+        may_create = self.allow_insert(target)  # else only an existing record is replaced
+        put = Put(self.definition.name, key, record, target.if_version, may_create)
+        await self._write(put, target)
 
     async def post(self, target: RequestTarget, data: Any) -> Response:
         """Create a record in the collection, with the key from ``data`` or a generated one.

@@ -57,6 +57,9 @@ roles:
   deleter:
     data:
       Dog: {delete: true}
+  updater:
+    data:
+      Dog: {read: true, update: true}
   editor:
     data:
       Dog:
@@ -94,13 +97,14 @@ class DogView(tables.Dog):
     pass
 """
 
-ROLES = ("reader", "writer", "deleter", "editor", "clinic", "nobody")
+ROLES = ("reader", "writer", "deleter", "updater", "editor", "clinic", "nobody")
 GRANTS: dict[str, dict[str, set[str]]] = {
     "admin": {table: {"read", "insert", "update", "delete"} for table in ("Dog", "Owner", "Visit")},
     "anonymous": {"Owner": {"read"}},
     "reader": {"Dog": {"read"}, "Owner": {"read"}},
     "writer": {"Dog": {"read", "insert", "update"}},
     "deleter": {"Dog": {"delete"}},
+    "updater": {"Dog": {"read", "update"}},
     "editor": {"Dog": {"read", "insert", "update"}},
     "clinic": {"Visit": {"read", "insert", "update", "delete"}},
     "nobody": {},
@@ -531,3 +535,23 @@ def test_ten_failures_make_the_next_try_wait_with_429(
     log = kiln_server.log()
     assert log.count("failed login as 'victim' from 127.0.0.1: wrong password") == 10
     assert "wrong-guess" not in log
+
+
+def test_put_creates_a_record_only_for_a_role_that_may_insert(
+    kiln_server: KilnServer, store: UserStore, admin: httpx.Client
+) -> None:
+    """PUT to a record that does not exist creates it: that takes `insert`, as POST does.
+    A role with only `update` replaces records that exist and is refused the rest (also
+    through MQTT, whose retained publish is the same put)."""
+    key = 10_000_000 + next(_ids)  # above the keys POST generates (the largest plus one)
+    updater = ("updater", password("updater"))
+    refused = httpx.put(f"{kiln_server.url}/Dog/{key}", json={"name": "New"}, auth=updater)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["detail"] == (
+        f"Dog {key} does not exist, and creating it takes the `insert` permission on `Dog`"
+    )
+    assert admin.get(f"/Dog/{key}").status_code == 404
+    assert admin.put(f"/Dog/{key}", json={"name": "Old"}).status_code == 204
+    replaced = httpx.put(f"{kiln_server.url}/Dog/{key}", json={"name": "New"}, auth=updater)
+    assert replaced.status_code == 204, replaced.text
+    assert admin.get(f"/Dog/{key}").json()["name"] == "New"

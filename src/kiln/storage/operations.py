@@ -16,7 +16,7 @@ from typing import Any
 
 import lmdb
 
-from kiln.errors import Conflict, NotFound, PreconditionFailed
+from kiln.errors import Conflict, Forbidden, NotFound, PreconditionFailed
 from kiln.schema import TableDef
 from kiln.storage.audit import AuditEntry, Kind
 from kiln.storage.database import Database
@@ -28,12 +28,15 @@ from kiln.types import MATCH_ANY, MATCH_NONE, Key, Precondition, Record, Version
 # __init__ costs five times as much. Compared and hashed by value all the same.
 @dataclass(slots=True, unsafe_hash=True)
 class Put:
-    """Replace (or create) the whole record at ``key``."""
+    """Replace (or create, unless not ``may_create``) the whole record at ``key``."""
 
     table: str
     key: Key
     record: Record
     if_version: Precondition | None = None
+    may_create: bool = True
+    """False when the writer may only replace (a role without ``insert``): an absent
+    record is then refused, checked at the moment of the write."""
 
 
 # Not frozen, though never changed: made for every write, and a frozen dataclass's
@@ -269,6 +272,13 @@ def apply(
         record = None
         kind = "delete"
     else:
+        if isinstance(operation, Put) and previous is None and not operation.may_create:
+            raise Forbidden(
+                f"{definition.name} {key!r} does not exist, and creating it takes the `insert` "
+                f"permission on `{definition.name}`",
+                hint="PUT replaces records that exist; ask for a role that grants insert to "
+                "create one",
+            )
         if isinstance(operation, Insert) and previous is not None:
             raise Conflict(
                 f"{definition.name} {key!r} already exists; "
