@@ -34,6 +34,7 @@ type Dog @table @export {
 type Owner @table @export {
   id: ID @primaryKey
   name: String @indexed
+  dogs: [Dog] @relationship(to: ownerId)
 }
 type Visit @table(database: "clinic") @export {
   id: ID @primaryKey
@@ -60,6 +61,13 @@ roles:
   updater:
     data:
       Dog: {read: true, update: true}
+  linkless:  # may read owners, and of dogs only their names: not who owns them
+    data:
+      Owner: {read: true}
+      Dog:
+        read: true
+        attributes:
+          name: {read: true}
   editor:
     data:
       Dog:
@@ -555,3 +563,33 @@ def test_put_creates_a_record_only_for_a_role_that_may_insert(
     replaced = httpx.put(f"{kiln_server.url}/Dog/{key}", json={"name": "New"}, auth=updater)
     assert replaced.status_code == 204, replaced.text
     assert admin.get(f"/Dog/{key}").json()["name"] == "New"
+
+
+def test_a_relationship_needs_read_on_the_attribute_that_links_it(
+    kiln_server: KilnServer, store: UserStore, admin: httpx.Client
+) -> None:
+    """Following a relationship tells the value of the attribute that links the records:
+    a role that may not read Dog.ownerId may not follow Owner.dogs (to:) nor Dog.owner
+    (from:), in a condition, a sort or a select, while the rest stays readable."""
+    key = 20_000_000 + next(_ids)
+    admin.put(f"/Owner/o{key}", json={"name": f"N{key}"})
+    admin.put(f"/Dog/{key}", json={"name": "Rex", "breed": f"b{key}", "ownerId": f"o{key}"})
+    store.add("linkless", "linkless", hash_password(password("linkless")))
+    auth = ("linkless", password("linkless"))
+    with httpx.Client(base_url=kiln_server.url, auth=auth, timeout=10) as linkless:
+        assert linkless.get(f"/Dog/{key}").json() == {"id": key, "name": "Rex"}
+        assert linkless.get(f"/Owner/o{key}").json() == {"id": f"o{key}", "name": f"N{key}"}
+        for path, hidden in (
+            (f"/Owner/?dogs.id={key}&select(id)", "ownerId"),
+            (f"/Owner/?name=N{key}&select(id,dogs{{id}})", "ownerId"),
+            (f"/Owner/o{key}?select(dogs{{id}})", "ownerId"),
+            (f"/Dog/?id={key}&owner.name=N{key}", "owner"),  # not in its allow-list either
+        ):
+            response = linkless.get(path)
+            assert response.status_code == 403, (path, response.text)
+            assert response.json()["detail"] == (
+                f"role `linkless` has no `read` permission on `{hidden}` of `Dog`"
+            ), path
+        # an object select() leaves a hidden attribute out, as a record does
+        selected = linkless.get(f"/Dog/?id={key}&select(name,owner{{name}})")
+        assert selected.json() == [{"name": "Rex"}]

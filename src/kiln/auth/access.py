@@ -144,7 +144,7 @@ class _Checker:
         self.readable(first, self.table, self.access)
         target = self.relationships.get(first)
         if target is not None and len(path) > 1:
-            related = self.related(target)
+            related = self.joined(first, target)
             self.readable(path[1], target, related)
 
     def readable(self, attribute: str, table: TableDef, access: TableAccess) -> None:
@@ -157,6 +157,18 @@ class _Checker:
             raise denied(self.user, "read", f"`{target.name}`")
         return access
 
+    def joined(self, name: str, target: TableDef) -> TableAccess:
+        """The access to ``target``, reached through the relationship ``name``: its table
+        must be readable, and so must the attribute linking the two records, whichever
+        side holds it (a join on a hidden ``ownerId`` would tell its value)."""
+        related = self.related(target)
+        link = self.table.relationships[name]
+        if link.from_attribute is not None:
+            self.readable(link.from_attribute, self.table, self.access)
+        elif link.to_attribute is not None:
+            self.readable(link.to_attribute, target, related)
+        return related
+
     def selection(self, selection: Selection, table: TableDef, access: TableAccess) -> Selection:
         kept: list[Field] = []
         for item in selection.fields:
@@ -168,7 +180,7 @@ class _Checker:
             if target is None:
                 kept.append(item)
                 continue
-            related = self.related(target)
+            related = self.joined(item.name, target)
             if item.nested is None:
                 if related.readable is not None:
                     error = denied(self.user, "read", f"every attribute of `{target.name}`")
