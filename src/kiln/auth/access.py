@@ -159,14 +159,14 @@ class _Checker:
 
     def joined(self, name: str, target: TableDef) -> TableAccess:
         """The access to ``target``, reached through the relationship ``name``: its table
-        must be readable, and so must the attribute linking the two records, whichever
-        side holds it (a join on a hidden ``ownerId`` would tell its value)."""
+        must be readable, and for a ``to:`` relationship so must the attribute of
+        ``target`` linking the records (``Owner.dogs`` tells each dog's ``ownerId``). A
+        ``from:`` relationship is an attribute of this table: readable, it may be followed,
+        whether or not the attribute holding the link is."""
         related = self.related(target)
-        link = self.table.relationships[name]
-        if link.from_attribute is not None:
-            self.readable(link.from_attribute, self.table, self.access)
-        elif link.to_attribute is not None:
-            self.readable(link.to_attribute, target, related)
+        link = self.table.relationships[name].to_attribute
+        if link is not None:
+            self.readable(link, target, related)
         return related
 
     def selection(self, selection: Selection, table: TableDef, access: TableAccess) -> Selection:
