@@ -35,6 +35,7 @@ from kiln.storage.operations import (
     Operation,
     Patch,
     Put,
+    UniqueTaken,
     WriteResult,
 )
 from kiln.storage.table import TableStore
@@ -652,7 +653,13 @@ class Table(Resource):
         there instead (committed with the transaction's other writes) and return []."""
         if queue(type(self), operation):
             return []
-        return (await self.writer.execute([operation], user_name(target))).results
+        try:
+            return (await self.writer.execute([operation], user_name(target))).results
+        except UniqueTaken as taken:
+            readable = self._access(target).readable
+            if readable is not None and taken.attribute not in readable:
+                raise taken.without_holder() from None  # which record holds it is hidden
+            raise
 
     def parse_id(self, text: str) -> Key:
         """The key named by ``text``, of the primary key's type.

@@ -34,6 +34,7 @@ type Dog @table @export {
 type Owner @table @export {
   id: ID @primaryKey
   name: String @indexed
+  email: String @unique
   dogs: [Dog] @relationship(to: ownerId)
 }
 type Visit @table(database: "clinic") @export {
@@ -61,6 +62,14 @@ roles:
   updater:
     data:
       Dog: {read: true, update: true}
+  registrar:  # adds owners, but may not read their email addresses
+    data:
+      Owner:
+        read: true
+        insert: true
+        attributes:
+          name: {read: true}
+          email: {read: false}
   linkless:  # may read owners, and of dogs only their names: not who owns them
     data:
       Owner: {read: true}
@@ -593,3 +602,24 @@ def test_a_relationship_needs_read_on_the_attribute_that_links_it(
         # an object select() leaves a hidden attribute out, as a record does
         selected = linkless.get(f"/Dog/?id={key}&select(name,owner{{name}})")
         assert selected.json() == [{"name": "Rex"}]
+
+
+def test_a_taken_unique_value_names_its_holder_only_to_who_may_read_it(
+    kiln_server: KilnServer, store: UserStore, admin: httpx.Client
+) -> None:
+    """The 409 of a taken @unique value names the record holding it: to a role that may
+    not read the attribute that would tell who has a value it guessed, so it is left out."""
+    key = 30_000_000 + next(_ids)
+    email = f"owner{key}@example.com"
+    assert admin.put(f"/Owner/h{key}", json={"name": "Holder", "email": email}).status_code == 204
+    store.add("registrar", "registrar", hash_password(password("registrar")))
+    auth = ("registrar", password("registrar"))
+    body = {"name": "Guess", "email": email}
+    refused = httpx.post(f"{kiln_server.url}/Owner/", json=body, auth=auth)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"] == (
+        "Owner.email is @unique and another Owner already has the email sent; send another email"
+    )
+    told = admin.post("/Owner/", json=body)
+    assert told.status_code == 409
+    assert f"Owner 'h{key}' already has email '{email}'" in told.json()["detail"]

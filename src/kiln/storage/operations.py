@@ -204,6 +204,26 @@ def _check_version(
         )
 
 
+class UniqueTaken(Conflict):
+    """409: another record holds a ``@unique`` value; the detail names that record.
+
+    ``table`` and ``attribute`` name what was taken, so that a caller can tell the
+    refusal without the holder to a user who may not read the attribute
+    (:meth:`without_holder`). Set after construction: the exception crosses processes
+    pickled, which rebuilds it from its message and restores its attributes.
+    """
+
+    table = ""
+    attribute = ""
+
+    def without_holder(self) -> Conflict:
+        """The same refusal naming neither the record that holds the value nor the value."""
+        return Conflict(
+            f"{self.table}.{self.attribute} is @unique and another {self.table} already has "
+            f"the {self.attribute} sent; send another {self.attribute}"
+        )
+
+
 def _check_unique(
     store: TableStore, txn: lmdb.Transaction, key: Key, record: Record, previous: Record | None
 ) -> None:
@@ -215,13 +235,13 @@ def _check_unique(
             continue
         holder = store.holder(txn, attribute, value, key)
         if holder is not None:
-            # The detail names the other record's key; the security issue decides later
-            # whether every user may see it.
-            raise Conflict(
+            taken = UniqueTaken(
                 f"{definition.name}.{attribute} is @unique and {definition.name} {holder!r} "
                 f"already has {attribute} {value!r}; send another {attribute}, or change "
                 "or delete that record first"
             )
+            taken.table, taken.attribute = definition.name, attribute
+            raise taken
 
 
 _LARGEST_KEY = {"Int": 2**31 - 1, "Long": 2**63 - 1}
