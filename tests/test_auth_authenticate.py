@@ -15,7 +15,7 @@ import jwt
 import pytest
 
 from kiln.auth import authenticate as authenticate_module
-from kiln.auth.authenticate import LOOPBACK_USER, Authenticator
+from kiln.auth.authenticate import LOOPBACK_USER, Authenticator, NotAUserName
 from kiln.auth.passwords import check_password, hash_password, verify_password
 from kiln.auth.roles import ANONYMOUS, SUPER_USER, SUPER_USER_ROLE, Role, TableAccess, User
 from kiln.auth.tokens import Tokens
@@ -143,6 +143,18 @@ def test_tokens_carry_name_and_epoch_and_are_checked(store: UserStore) -> None:
         tokens.read(issued["access_token"], "refresh")
 
 
+def test_a_renewed_access_token_expires_with_its_refresh_token(store: UserStore) -> None:
+    ann = store.add("ann", "reader", "h")
+    tokens = Tokens(store.signing_key(), 3600, 86400)
+    refresh_token = tokens.issue(ann)["refresh_token"]
+    soon = time.time() + 60
+    renewed = tokens.renew(ann, refresh_token, soon)
+    assert tokens.read(renewed["access_token"], "access").expires == int(soon)
+    assert 59 <= renewed["expires_in"] <= 60
+    later = tokens.renew(ann, refresh_token, time.time() + 86400)
+    assert later["expires_in"] == 3600
+
+
 def test_expired_forged_and_unsigned_tokens_are_refused(store: UserStore) -> None:
     ann = store.add("ann", "reader", "h")
     tokens = Tokens(store.signing_key(), 3600, 86400)
@@ -178,6 +190,28 @@ def test_trust_loopback_makes_local_requests_without_credentials_super_users(
     assert asyncio.run(auth.authenticate(None, CLIENT)) is None
     with pytest.raises(Unauthorized):  # credentials are still checked
         asyncio.run(auth.authenticate(basic("nobody", "password1"), "127.0.0.1:4000"))
+
+
+@pytest.mark.parametrize(
+    ("host", "trusted"),
+    [
+        ("127.0.0.1:9926", True),
+        ("localhost:9926", True),
+        ("LocalHost", True),
+        ("[::1]:9926", True),
+        ("[::1]", True),
+        ("127.0.0.1", True),
+        ("attacker.example:9926", False),  # a DNS rebinding: a page of that site
+        ("127.0.0.1.attacker.example", False),
+        ("localhost.attacker.example:9926", False),
+        ("10.1.2.3:9926", False),
+        ("", False),  # an HTTP request without Host
+    ],
+)
+def test_trust_loopback_needs_a_loopback_host(store: UserStore, host: str, trusted: bool) -> None:
+    auth = make(store, trust_loopback=True)
+    user = asyncio.run(auth.authenticate(None, "127.0.0.1:4000", host))
+    assert (user is LOOPBACK_USER) is trusted
 
 
 def test_basic_is_verified_once_and_remembered(
@@ -256,6 +290,19 @@ def test_malformed_credentials_are_401(store: UserStore, header: str) -> None:
     assert caught.value.headers["WWW-Authenticate"].split()[0] in ("Basic", "Bearer")
 
 
+@pytest.mark.parametrize("name", ["", "a b", "x" * 600, "-dash"])
+def test_a_name_no_user_can_have_is_a_failed_login_without_a_password_check(
+    store: UserStore, name: str
+) -> None:
+    auth = make(store)
+    for _ in range(10):
+        with pytest.raises(NotAUserName) as caught:
+            asyncio.run(auth.login(name, "guess-123", CLIENT))
+        assert caught.value.status == 401
+    with pytest.raises(TooManyRequests):
+        asyncio.run(auth.login(name, "guess-123", CLIENT))
+
+
 def test_failed_logins_are_limited_and_logged_without_the_password(
     store: UserStore, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -274,8 +321,8 @@ def test_failed_logins_are_limited_and_logged_without_the_password(
 
 
 def test_guesses_sent_at_once_are_still_limited(store: UserStore) -> None:
-    """Logins of one user from one address are checked one at a time: forty guesses in flight
-    together cannot all pass the limiter before the first failure is counted."""
+    """A login counts against the limit from its start: forty guesses in flight together
+    cannot all pass the limiter before the first failure is counted."""
     store.add("ann", "reader", hash_password("ann-password"))
     auth = make(store)
 
@@ -288,4 +335,4 @@ def test_guesses_sent_at_once_are_still_limited(store: UserStore) -> None:
     results = asyncio.run(storm())
     assert sum(isinstance(result, Unauthorized) for result in results) == 10
     assert sum(isinstance(result, TooManyRequests) for result in results) == 31
-    assert auth._logins == {}  # the per-pair locks are gone once nobody waits
+    assert auth._checks == {}  # the per-address turns are gone once nobody waits

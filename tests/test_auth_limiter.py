@@ -24,14 +24,16 @@ def clock() -> Clock:
 
 
 def fail(limiter: Limiter, times: int, user: str = "ann", address: str = "10.0.0.1") -> None:
+    """Begin and fail ``times`` logins, one after another."""
     for _ in range(times):
-        limiter.check(user, address)
+        limiter.begin(user, address)
         limiter.failed(user, address)
 
 
 def wait_of(limiter: Limiter, user: str = "ann", address: str = "10.0.0.1") -> int:
+    """The ``Retry-After`` of the 429 refusing the next login."""
     with pytest.raises(TooManyRequests) as caught:
-        limiter.check(user, address)
+        limiter.begin(user, address)
     assert caught.value.status == 429
     return int(caught.value.headers["Retry-After"])
 
@@ -39,7 +41,7 @@ def wait_of(limiter: Limiter, user: str = "ann", address: str = "10.0.0.1") -> i
 def test_nine_failures_in_a_minute_are_let_through(clock: Clock) -> None:
     limiter = Limiter(clock=clock)
     fail(limiter, 9)
-    limiter.check("ann", "10.0.0.1")
+    limiter.begin("ann", "10.0.0.1")
 
 
 def test_the_tenth_failure_starts_a_back_off_that_doubles(clock: Clock) -> None:
@@ -65,7 +67,7 @@ def test_another_address_is_never_held_up_by_someone_elses_failures(clock: Clock
     limiter = Limiter(clock=clock)
     fail(limiter, 10, address="10.0.0.66")
     wait_of(limiter, address="10.0.0.66")
-    limiter.check("ann", "10.0.0.1")  # the right password from ann's own address goes ahead
+    limiter.begin("ann", "10.0.0.1")  # the right password from ann's own address goes ahead
     limiter.succeeded("ann", "10.0.0.1")
     wait_of(limiter, address="10.0.0.66")  # and does not clear the attacker's wait
 
@@ -76,7 +78,7 @@ def test_another_user_from_the_same_address_is_not_held_up_by_the_pair_limit(
     limiter = Limiter(clock=clock)
     fail(limiter, 10, user="ann")
     wait_of(limiter, user="ann")
-    limiter.check("bob", "10.0.0.1")
+    limiter.begin("bob", "10.0.0.1")
 
 
 def test_the_looser_address_limit_counts_every_user(clock: Clock) -> None:
@@ -84,8 +86,8 @@ def test_the_looser_address_limit_counts_every_user(clock: Clock) -> None:
     for number in range(30):
         fail(limiter, 1, user=f"user{number}")
     with pytest.raises(TooManyRequests, match="this address"):
-        limiter.check("someone-new", "10.0.0.1")
-    limiter.check("someone-new", "10.0.0.2")
+        limiter.begin("someone-new", "10.0.0.1")
+    limiter.begin("someone-new", "10.0.0.2")
 
 
 def test_a_success_clears_the_pairs_failures(clock: Clock) -> None:
@@ -93,7 +95,7 @@ def test_a_success_clears_the_pairs_failures(clock: Clock) -> None:
     fail(limiter, 9)
     limiter.succeeded("ann", "10.0.0.1")
     fail(limiter, 9)
-    limiter.check("ann", "10.0.0.1")
+    limiter.begin("ann", "10.0.0.1")
 
 
 def test_failures_older_than_the_window_do_not_count(clock: Clock) -> None:
@@ -101,7 +103,7 @@ def test_failures_older_than_the_window_do_not_count(clock: Clock) -> None:
     fail(limiter, 9)
     clock.now += 61
     fail(limiter, 9)
-    limiter.check("ann", "10.0.0.1")
+    limiter.begin("ann", "10.0.0.1")
 
 
 def test_a_quiet_window_after_the_wait_starts_over(clock: Clock) -> None:
@@ -112,7 +114,7 @@ def test_a_quiet_window_after_the_wait_starts_over(clock: Clock) -> None:
     assert wait_of(limiter) == 2
     clock.now += 2 + 60
     fail(limiter, 9)
-    limiter.check("ann", "10.0.0.1")
+    limiter.begin("ann", "10.0.0.1")
 
 
 def test_quiet_keys_are_forgotten_when_there_are_too_many(clock: Clock) -> None:
@@ -123,3 +125,43 @@ def test_quiet_keys_are_forgotten_when_there_are_too_many(clock: Clock) -> None:
     clock.now += 61
     fail(limiter, 1, user="late")
     assert len(limiter._keys) == 2  # ("late", address) and (None, address)
+
+
+def test_logins_in_flight_count_against_both_limits(clock: Clock) -> None:
+    """Guesses sent at once all begin before the first fails: each counts from its start."""
+    limiter = Limiter(clock=clock, address_failures=30)
+    fail(limiter, 5)
+    for _ in range(5):  # five more in flight: if all fail, the pair reaches its limit
+        limiter.begin("ann", "10.0.0.1")
+    assert wait_of(limiter) == 1  # they end within a second, then it is known
+    for number in range(20):
+        limiter.begin(f"user{number}", "10.0.0.1")
+    with pytest.raises(TooManyRequests, match="this address"):  # 5 failed, 25 in flight
+        limiter.begin("someone-new", "10.0.0.1")
+    limiter.succeeded("user0", "10.0.0.1")
+    limiter.begin("someone-new", "10.0.0.1")  # a success ended one: room for another
+    limiter.begin("ann", "10.0.0.2")
+
+
+def test_past_the_limit_one_login_at_a_time(clock: Clock) -> None:
+    limiter = Limiter(clock=clock)
+    fail(limiter, 10)
+    clock.now += 1  # the wait is over: one may try, and its failure would start the next
+    limiter.begin("ann", "10.0.0.1")
+    assert wait_of(limiter) == 1
+    limiter.failed("ann", "10.0.0.1")
+    assert wait_of(limiter) == 2
+
+
+def test_a_success_ends_its_login_and_keeps_no_key(clock: Clock) -> None:
+    limiter = Limiter(clock=clock)
+    limiter.begin("ann", "10.0.0.1")
+    limiter.begin("ann", "10.0.0.1")
+    limiter.succeeded("ann", "10.0.0.1")
+    limiter.failed("ann", "10.0.0.1")  # the other login, still in flight, is counted
+    limiter.begin("bob", "10.0.0.1")
+    limiter.succeeded("bob", "10.0.0.1")
+    assert set(limiter._keys) == {("ann", "10.0.0.1"), (None, "10.0.0.1")}
+    limiter.begin("ann", "10.0.0.1")
+    limiter.succeeded("ann", "10.0.0.1")
+    assert set(limiter._keys) == {(None, "10.0.0.1")}  # the address keeps its failure

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import socket
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -11,6 +13,7 @@ from websockets.sync.client import connect
 
 from conftest import ADMIN_AUTH, KilnServer, free_port, write_app, ws_event
 from kiln.auth.cors import Cors
+from kiln.mqtt import MQTT_5, Connack, Connect, PacketReader, encode
 
 SCHEMA = """
 type Dog @table @export {
@@ -128,18 +131,65 @@ def test_without_http_cors_no_origin_is_allowed(tmp_path_factory: pytest.TempPat
         server.stop()
 
 
-def test_trust_loopback_makes_local_requests_super_users_and_says_so(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
+@pytest.fixture(scope="module")
+def loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilnServer]:
+    """A server with ``authentication.trustLoopback: true``."""
     root = tmp_path_factory.mktemp("loopback")
     config = "authentication:\n  trustLoopback: true\n"
     server = KilnServer(write_app(root / "app", SCHEMA, config), root / "data", free_port())
     server.start()
-    try:
-        assert httpx.put(f"{server.url}/Dog/1", json={"name": "Rex"}).status_code == 204
-        assert httpx.get(f"{server.url}/Dog/1").json() == {"id": 1, "name": "Rex"}
-        wrong = httpx.get(f"{server.url}/Dog/1", auth=("admin", "wrong-password"))
-        assert wrong.status_code == 401  # credentials sent are still checked
-        assert "authentication.trustLoopback is on" in server.log()
-    finally:
-        server.stop()
+    yield server
+    server.stop()
+
+
+def test_trust_loopback_makes_local_requests_super_users_and_says_so(
+    loopback: KilnServer,
+) -> None:
+    assert httpx.put(f"{loopback.url}/Dog/1", json={"name": "Rex"}).status_code == 204
+    assert httpx.get(f"{loopback.url}/Dog/1").json() == {"id": 1, "name": "Rex"}
+    wrong = httpx.get(f"{loopback.url}/Dog/1", auth=("admin", "wrong-password"))
+    assert wrong.status_code == 401  # credentials sent are still checked
+    assert "authentication.trustLoopback is on" in loopback.log()
+
+
+def test_trust_loopback_needs_a_request_naming_this_machine(loopback: KilnServer) -> None:
+    """A DNS rebinding points a site's name at 127.0.0.1: its page's requests then come from
+    this machine, as its own origin, but they name that site in ``Host``."""
+    url, port = loopback.url, loopback.port
+    assert httpx.put(f"{url}/Dog/2", json={"name": "Fido"}).status_code == 204
+    site = f"attacker.example:{port}"
+    rebound = {"host": site, "origin": f"http://{site}"}
+    written = httpx.post(f"{url}/Dog/", json={"id": 7, "name": "pwned"}, headers=rebound)
+    assert written.status_code == 401, written.text
+    assert httpx.get(f"{url}/Dog/2", headers={"host": site}).status_code == 401
+    assert httpx.get(f"{url}/Dog/7").status_code == 404  # nothing was written
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "localhost"):
+        assert httpx.get(f"{url}/Dog/2", headers={"host": host}).status_code == 200, host
+
+
+@pytest.mark.parametrize(("host", "code"), [("attacker.example", 0x87), ("localhost", 0)])
+def test_trust_loopback_over_mqtt_websocket_needs_a_handshake_naming_this_machine(
+    loopback: KilnServer, host: str, code: int
+) -> None:
+    """The same rebinding against MQTT over WebSocket: a page of the rebound site passes the
+    origin check (it is its own origin), so the handshake's Host must name this machine
+    for a CONNECT without credentials to be trusted."""
+    port = loopback.mqtt_ws_port
+    site = f"{host}:{port}"
+    hello = encode(Connect(protocol_level=MQTT_5, client_id=f"rebound-{host}"), MQTT_5)
+    reader = PacketReader(max_packet_size=1 << 20, protocol_level=MQTT_5)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        connect(
+            f"ws://{site}/mqtt",
+            sock=sock,
+            subprotocols=["mqtt"],
+            origin=f"http://{site}",
+            open_timeout=5,
+        ) as websocket,
+    ):
+        websocket.send(hello)
+        reader.feed(websocket.recv(timeout=5))
+        connack = reader.next_packet()
+    assert isinstance(connack, Connack)
+    assert connack.reason_code == code

@@ -5,14 +5,18 @@ or ``Bearer`` with an access token); :meth:`Authenticator.login` checks a user
 name and password (``POST /_auth/token``, MQTT ``CONNECT``). A request without
 credentials runs as the ``anonymous`` role when ``config.yaml`` declares one
 (else as nobody: tables answer 401), or as a super user from a loopback address
-when ``authentication.trustLoopback`` is on.
+when ``authentication.trustLoopback`` is on and the request names this machine
+(its ``Host`` is a loopback name: a page of another site that a DNS rebinding
+pointed here names that site).
 
-A password check costs about 50 ms, so it runs in a thread, concurrent checks of
-one header share one run, and a verified header is remembered for
-``authentication.cacheTimeout``. A remembered header is used only while the user
-store's credential epoch is unchanged; when it moves (any user changed, maybe by
-``kiln user`` in another process), the entry is checked again against its user's
-own epoch: a new password or a removed user takes effect at the next request.
+A password check costs about 50 ms, so it runs in a thread, at most
+:attr:`Authenticator.CHECKS_PER_ADDRESS` at once per client address (one address
+cannot take every thread), concurrent checks of one header share one run, and a
+verified header is remembered for ``authentication.cacheTimeout``. A remembered
+header is used only while the user store's credential epoch is unchanged; when it
+moves (any user changed, maybe by ``kiln user`` in another process), the entry is
+checked again against its user's own epoch: a new password or a removed user
+takes effect at the next request.
 Failed logins are counted by :class:`~kiln.auth.limiter.Limiter` and logged,
 never with the password.
 """
@@ -25,23 +29,36 @@ import ipaddress
 import logging
 import time
 from base64 import b64decode
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from kiln.auth.access import unauthorized
+from kiln.auth.access import BASIC_CHALLENGE, unauthorized
 from kiln.auth.limiter import Limiter
 from kiln.auth.passwords import verify_password
 from kiln.auth.roles import ANONYMOUS, SUPER_USER_ROLE, Role, User
 from kiln.auth.tokens import BEARER_CHALLENGE, TokenKind, Tokens
-from kiln.auth.users import StoredUser, UserStore
+from kiln.auth.users import NAME, StoredUser, UserStore
 from kiln.errors import Unauthorized
 
 LOOPBACK_USER = User("(loopback)", SUPER_USER_ROLE)
 """Who a loopback request without credentials is when ``authentication.trustLoopback`` is on."""
 
 log = logging.getLogger("kiln.auth")
+
+
+class NotAUserName(Unauthorized):
+    """A login with a user name no user can have: refused without a password check."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the user name is not one a user can have",
+            hint="a user name is up to 64 letters, digits and _ . @ + -, starting with a "
+            "letter or digit",
+            headers={"WWW-Authenticate": BASIC_CHALLENGE},
+        )
 
 
 @dataclass(slots=True)
@@ -64,12 +81,16 @@ class Authenticator:
         roles: the roles by name (:func:`~kiln.auth.roles.build_roles`).
         tokens: issues and reads bearer tokens.
         cache_ttl: seconds a verified header is remembered.
-        trust_loopback: loopback requests without credentials are super users.
+        trust_loopback: loopback requests without credentials that name a loopback host
+            (``Host``) are super users.
         limiter: counts failed logins (a fresh :class:`Limiter` by default).
     """
 
     MAX_CACHED = 10_000
     """Verified headers remembered at most; the oldest is forgotten first."""
+
+    CHECKS_PER_ADDRESS = 2
+    """Password checks running at once for one client address; its other logins wait."""
 
     def __init__(
         self,
@@ -91,16 +112,21 @@ class Authenticator:
         """Who a request without credentials is: the ``anonymous`` role, or nobody (None)."""
         self._cache: dict[str, _Entry] = {}
         self._pending: dict[str, asyncio.Task[User]] = {}
-        self._logins: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
-        """Per (user, address): a lock its logins take one at a time, and how many hold or
-        wait for it (the entry goes when none do)."""
+        self._checks: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+        """Per client address: the turns its password checks take, and how many logins hold
+        or wait for one (the entry goes when none do)."""
 
-    async def authenticate(self, authorization: str | None, client: str) -> User | None:
+    async def authenticate(
+        self, authorization: str | None, client: str, host: str | None = None
+    ) -> User | None:
         """The user an ``Authorization`` header proves; without one, the anonymous user.
 
         Args:
             authorization: the header's value, or None when the request has none.
             client: the client's address as ``host:port`` (RSGI's ``scope.client``).
+            host: the request's ``Host`` header (``""`` when it has none); None for a
+                protocol without one (MQTT over TCP). With ``trust_loopback``, a request
+                without credentials is trusted only when it names a loopback host.
 
         Returns:
             The user; None for a request without credentials when no ``anonymous``
@@ -111,7 +137,7 @@ class Authenticator:
             TooManyRequests: too many failed logins from ``client`` for that user.
         """
         if authorization is None:
-            if self.trust_loopback and _is_loopback(_host(client)):
+            if self.trust_loopback and _from_this_machine(client, host):
                 return LOOPBACK_USER
             return self.anonymous
         entry = self._cache.get(authorization)
@@ -138,36 +164,23 @@ class Authenticator:
     async def login(self, name: str, password: str, client: str) -> StoredUser:
         """The user ``name``, once ``password`` is checked against its hash.
 
+        The login counts against the limits from the start (a guess still being checked
+        may fail), and anything but a success ends it as a failed login.
+
         Raises:
             Unauthorized: no such user or a wrong password (the answer does not say which).
+            NotAUserName: ``name`` is not a name a user can have.
             TooManyRequests: too many failed logins from ``client`` for ``name``.
         """
         address = _host(client)
-        key = (name, address)
-        lock, users = self._logins.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
+        self.limiter.begin(name, address)
         try:
-            # One at a time per (user, address): otherwise every guess sent at once would
-            # pass the limiter's check before the first failure is counted.
-            async with lock:
-                self.limiter.check(name, address)
-                stored = self.users.get(name)
-                hashed = stored.password_hash if stored is not None else None
-                verified = await asyncio.to_thread(verify_password, hashed, password)
-                if not verified or stored is None:
-                    self.limiter.failed(name, address)
-                    why = "no such user" if stored is None else "wrong password"
-                    log.warning("failed login as %r from %s: %s", name, address, why)
-                    raise unauthorized(
-                        "the user name or password is wrong",
-                        "check both; after 10 failures in a minute each try must wait longer",
-                    )
-                self.limiter.succeeded(name, address)
-                return stored
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._logins[key]  # nobody holds or waits for it: keep the table small
+            stored = await self._check(name, password, address)
+        except BaseException:
+            self.limiter.failed(name, address)
+            raise
+        self.limiter.succeeded(name, address)
+        return stored
 
     def refresh(self, refresh_token: str, client: str) -> dict[str, Any]:
         """A new access token, given a refresh token (``POST /_auth/refresh``).
@@ -175,8 +188,8 @@ class Authenticator:
         Raises:
             Unauthorized: the refresh token is invalid, expired, or its user changed.
         """
-        stored, _expires = self._token_user(refresh_token, "refresh", client)
-        return self.tokens.renew(stored, refresh_token)
+        stored, expires = self._token_user(refresh_token, "refresh", client)
+        return self.tokens.renew(stored, refresh_token, expires)
 
     def user(self, stored: StoredUser) -> User:
         """The request user for a stored user: its name and its role's permissions.
@@ -197,6 +210,39 @@ class Authenticator:
                 return entry.user
         del self._cache[authorization]
         return None
+
+    async def _check(self, name: str, password: str, address: str) -> StoredUser:
+        """The user ``name`` once ``password`` is verified, in one of ``address``'s turns."""
+        if not NAME.fullmatch(name):
+            log.warning("failed login as %r from %s: not a user name", name[:80], address)
+            raise NotAUserName
+        async with self._turn(address):
+            stored = self.users.get(name)
+            hashed = stored.password_hash if stored is not None else None
+            verified = await asyncio.to_thread(verify_password, hashed, password)
+        if not verified or stored is None:
+            why = "no such user" if stored is None else "wrong password"
+            log.warning("failed login as %r from %s: %s", name, address, why)
+            raise unauthorized(
+                "the user name or password is wrong",
+                "check both; after 10 failures in a minute each try must wait longer",
+            )
+        return stored
+
+    @asynccontextmanager
+    async def _turn(self, address: str) -> AsyncIterator[None]:
+        """Wait until ``address`` has fewer than :attr:`CHECKS_PER_ADDRESS` checks running."""
+        turns, users = self._checks.setdefault(
+            address, (asyncio.Semaphore(self.CHECKS_PER_ADDRESS), [0])
+        )
+        users[0] += 1
+        try:
+            async with turns:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._checks[address]  # nobody holds or waits for a turn: keep it small
 
     async def _basic(self, authorization: str, credentials: str, client: str) -> User:
         name, password = _basic_credentials(credentials)
@@ -263,6 +309,17 @@ def _basic_credentials(credentials: str) -> tuple[str, str]:
 def _host(client: str) -> str:
     """The host part of a ``host:port`` client address (``[::1]:5000`` → ``::1``)."""
     return client.rsplit(":", 1)[0].strip("[]") if ":" in client else client
+
+
+def _from_this_machine(client: str, host: str | None) -> bool:
+    """Whether a request comes from a loopback address and (``host`` None: a protocol without
+    ``Host``) names a loopback host: ``localhost``, ``127.0.0.1``, ``[::1]``, any port."""
+    if not _is_loopback(_host(client)):
+        return False
+    if host is None:
+        return True
+    name = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
+    return _is_loopback(name.lower())
 
 
 @lru_cache(maxsize=1024)

@@ -1,7 +1,8 @@
 """Bearer tokens: signed JWTs (HS256) naming a user and its credential epoch.
 
 An access token is sent as ``Authorization: Bearer <token>`` on requests; a
-refresh token only renews access tokens (``POST /_auth/refresh``). Each carries
+refresh token only renews access tokens (``POST /_auth/refresh``), each expiring
+no later than the refresh token, so renewing never extends a session. Each carries
 the user's credential epoch (:mod:`kiln.auth.users`): a new password or a removed
 user makes every token issued before it invalid. The key is made at first start
 and kept in the system database, never in ``config.yaml``.
@@ -52,21 +53,19 @@ class Tokens:
 
     def issue(self, user: StoredUser) -> dict[str, Any]:
         """A new access token and refresh token for ``user``, as ``POST /_auth/token`` answers."""
-        return {
-            "access_token": self._token(user, "access"),
-            "refresh_token": self._token(user, "refresh"),
-            "token_type": "Bearer",
-            "expires_in": int(self.access_seconds),
-        }
+        now = int(time.time())
+        refresh_token = self._token(user, "refresh", now, now + int(self.refresh_seconds))
+        return self._answer(user, refresh_token, now, now + int(self.access_seconds))
 
-    def renew(self, user: StoredUser, refresh_token: str) -> dict[str, Any]:
-        """A new access token for ``user``, with the refresh token it was renewed by."""
-        return {
-            "access_token": self._token(user, "access"),
-            "refresh_token": refresh_token,
-            "token_type": "Bearer",
-            "expires_in": int(self.access_seconds),
-        }
+    def renew(self, user: StoredUser, refresh_token: str, refresh_expires: float) -> dict[str, Any]:
+        """A new access token for ``user``, with the refresh token it was renewed by.
+
+        It expires ``access_seconds`` from now, or when the refresh token does
+        (``refresh_expires``, seconds since the Unix epoch) if that is sooner.
+        """
+        now = int(time.time())
+        expires = min(now + int(self.access_seconds), int(refresh_expires))
+        return self._answer(user, refresh_token, now, expires)
 
     def read(self, token: str, kind: TokenKind) -> Claims:
         """The claims of ``token``, once its signature, expiry and kind are checked.
@@ -106,16 +105,19 @@ class Tokens:
             raise _invalid(f"the {kind} token is malformed", "get a new one from POST /_auth/token")
         return Claims(name, epoch, float(claims["exp"]))
 
-    def _token(self, user: StoredUser, kind: TokenKind) -> str:
-        now = int(time.time())
-        seconds = self.access_seconds if kind == "access" else self.refresh_seconds
-        payload = {
-            "sub": user.name,
-            "epoch": user.epoch,
-            "kind": kind,
-            "iat": now,
-            "exp": now + int(seconds),
+    def _answer(
+        self, user: StoredUser, refresh_token: str, now: int, expires: int
+    ) -> dict[str, Any]:
+        """The answer carrying a new access token issued at ``now``, valid until ``expires``."""
+        return {
+            "access_token": self._token(user, "access", now, expires),
+            "refresh_token": refresh_token,
+            "token_type": "Bearer",
+            "expires_in": expires - now,
         }
+
+    def _token(self, user: StoredUser, kind: TokenKind, now: int, expires: int) -> str:
+        payload = {"sub": user.name, "epoch": user.epoch, "kind": kind, "iat": now, "exp": expires}
         return jwt.encode(payload, self._key, algorithm=_ALGORITHM)
 
 

@@ -147,7 +147,7 @@ class RestHandler:
         user = None
         if path != "/_health":
             user = await self.authenticator.authenticate(
-                scope.headers.get("authorization"), scope.client
+                scope.headers.get("authorization"), scope.client, scope.headers.get("host") or ""
             )
         subscribing = method == "GET" and wants_events(scope.headers.get("accept"))
         resource, target = self.route(scope, user, subscribing=subscribing)
@@ -257,7 +257,8 @@ class RestHandler:
                 hint="add the origin to http.cors in config.yaml",
             )
         authorization = scope.headers.get("authorization")
-        user = await self.authenticator.authenticate(authorization, scope.client)
+        host = scope.headers.get("host") or ""
+        user = await self.authenticator.authenticate(authorization, scope.client, host)
         resource, target = self.route(scope, user, subscribing=True)
         if resource is None:
             raise NotFound("/_health is not a subscription; connect to a record or collection")
@@ -282,7 +283,9 @@ class RestHandler:
                 if user is not None and loop.time() - checked >= CREDENTIALS_RECHECK:
                     checked = loop.time()
                     try:
-                        current = await self.authenticator.authenticate(authorization, scope.client)
+                        current = await self.authenticator.authenticate(
+                            authorization, scope.client, scope.headers.get("host") or ""
+                        )
                     except HTTPError:
                         current = None
                     if current != user:

@@ -3,8 +3,9 @@
 ``/_auth/token`` takes ``{"username", "password"}`` and answers
 ``{access_token, refresh_token, token_type, expires_in}``; ``/_auth/refresh``
 takes ``{"refresh_token"}`` and answers the same with a new access token. Both
-need no other credentials, answer with ``Cache-Control: no-store`` and count a
-wrong password like any failed login.
+need no other credentials and answer with ``Cache-Control: no-store``. A wrong
+password counts as a failed login, and so does a ``username`` no user can have
+(answered 400, naming the field, without a password check).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from kiln.auth.authenticate import Authenticator
+from kiln.auth.authenticate import Authenticator, NotAUserName
 from kiln.errors import BadRequest, FieldError, MethodNotAllowed, NotFound, ValidationError
 from kiln.http.formats import JSON
 
@@ -35,7 +36,8 @@ async def answer(
     Raises:
         NotFound: another path under ``/_auth/``.
         MethodNotAllowed: a method other than POST.
-        BadRequest: the body is not a JSON object with the fields as text.
+        BadRequest: the body is not a JSON object with the fields as text, or the user name
+            is not one a user can have.
         Unauthorized: wrong credentials, or an invalid refresh token.
         TooManyRequests: too many failed logins.
     """
@@ -50,7 +52,11 @@ async def answer(
         raise MethodNotAllowed(f"{path} only answers POST", allow=_ALLOW)
     body = _fields(await read_body(), fields)
     if path == "/_auth/token":
-        user = await authenticator.login(body["username"], body["password"], scope.client)
+        try:
+            user = await authenticator.login(body["username"], body["password"], scope.client)
+        except NotAUserName as error:
+            field = FieldError("$.username", f"`username` cannot be a user name: {error.hint}")
+            raise _invalid([field], fields) from None
         issued = authenticator.tokens.issue(user)
     else:
         issued = authenticator.refresh(body["refresh_token"], scope.client)
@@ -61,7 +67,7 @@ async def answer(
 
 def _fields(body: bytes, names: tuple[str, ...]) -> dict[str, str]:
     """The text fields ``names`` of a JSON object body."""
-    example = "{" + ", ".join(f'"{name}": "..."' for name in names) + "}"
+    example = _example(names)
     try:
         value = msgspec.json.decode(body) if body else None
     except msgspec.DecodeError as error:
@@ -74,9 +80,19 @@ def _fields(body: bytes, names: tuple[str, ...]) -> dict[str, str]:
         if not isinstance(value.get(name), str)
     ]
     if errors:
-        raise ValidationError(
-            f"{len(errors)} missing or invalid field{'s' if len(errors) > 1 else ''}",
-            errors=errors,
-            hint=f"send {example}",
-        )
+        raise _invalid(errors, names)
     return {name: value[name] for name in names}
+
+
+def _invalid(errors: list[FieldError], names: tuple[str, ...]) -> ValidationError:
+    """The 400 answering a body whose fields ``errors`` are missing or invalid."""
+    return ValidationError(
+        f"{len(errors)} missing or invalid field{'s' if len(errors) > 1 else ''}",
+        errors=errors,
+        hint=f"send {_example(names)}",
+    )
+
+
+def _example(names: tuple[str, ...]) -> str:
+    """A body with the fields ``names``, for hints."""
+    return "{" + ", ".join(f'"{name}": "..."' for name in names) + "}"

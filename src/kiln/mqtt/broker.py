@@ -233,12 +233,15 @@ class Broker:
         self._records: dict[str, Route] = {}
         self._records_of: Mapping[str, Resource] | None = None
 
-    async def authenticate(self, connect: Connect, client: str) -> User | None:
+    async def authenticate(
+        self, connect: Connect, client: str, host: str | None = None
+    ) -> User | None:
         """The user a CONNECT's user name and password prove: the one place MQTT meets
         kiln's authentication (:class:`~kiln.auth.authenticate.Authenticator`).
 
         Without a user name it is the anonymous user (or a loopback super user when
-        ``authentication.trustLoopback`` is on).
+        ``authentication.trustLoopback`` is on and the WebSocket handshake's ``host``
+        names this machine; None over TCP).
 
         Raises:
             Unauthorized: wrong credentials, or none where the app has no ``anonymous`` role.
@@ -246,7 +249,7 @@ class Broker:
         """
         authenticator = self.app().security.authenticator
         if connect.username is None:
-            user = await authenticator.authenticate(None, client)
+            user = await authenticator.authenticate(None, client, host)
             if user is None:
                 raise Unauthorized(
                     "this server needs a user name and password in CONNECT",

@@ -202,7 +202,7 @@ class Connection:
                 "a persistent session (clean session 0) needs a client id",
             )
         try:
-            user = await self.broker.authenticate(connect, self.link.peer)
+            user = await self.broker.authenticate(connect, self.link.peer, self.link.host)
         except Exception as error:
             code, reason = self.broker.connack_refusal(error, connect)
             log.warning("refused the MQTT connection of %s: %s", self.link.peer, reason)
@@ -343,7 +343,7 @@ class Connection:
         while not self._closing:
             await asyncio.sleep(CREDENTIALS_RECHECK)
             try:
-                current = await self.broker.authenticate(connect, self.link.peer)
+                current = await self.broker.authenticate(connect, self.link.peer, self.link.host)
             except HTTPError:
                 current = None
             if current != user:

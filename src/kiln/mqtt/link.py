@@ -24,6 +24,9 @@ class Link(ABC):
 
     peer: str
     """The client's address, ``host:port``."""
+    host: str | None = None
+    """The ``Host`` the client's HTTP handshake named (``""``: none); None over TCP, which
+    has no handshake (what loopback trust checks: :mod:`kiln.auth.authenticate`)."""
 
     def __init__(self, peer: str):
         self.peer = peer
@@ -104,8 +107,9 @@ class TcpLink(Link):
 class WebSocketLink(Link):
     """MQTT in the binary frames of an accepted WebSocket connection."""
 
-    def __init__(self, writer: asyncio.StreamWriter, stream: WebSocketStream):
+    def __init__(self, writer: asyncio.StreamWriter, stream: WebSocketStream, host: str):
         super().__init__(_peer(writer))
+        self.host = host
         self._writer = writer
         self._stream = stream
 

@@ -143,7 +143,7 @@ class MqttServer:
             return
         writer.write(switching_protocols(headers))
         stream = WebSocketStream(reader, writer.write, self.config.mqtt.max_packet_size)
-        await self._run(WebSocketLink(writer, stream))
+        await self._run(WebSocketLink(writer, stream, headers.get("host") or ""))
 
     def _origin_allowed(self, origin: str | None, host: str | None) -> bool:
         """Whether a page from ``origin`` may connect: ``http.cors``, or a page this
