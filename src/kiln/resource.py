@@ -17,7 +17,15 @@ from typing import Any, ClassVar, NamedTuple, cast
 
 from kiln.auth.access import access_of, check_write, denied, readable_query
 from kiln.auth.roles import TableAccess, User
-from kiln.errors import BadRequest, Forbidden, HTTPError, KilnError, MethodNotAllowed, NotFound
+from kiln.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    HTTPError,
+    KilnError,
+    MethodNotAllowed,
+    NotFound,
+)
 from kiln.keypath import REPLACEMENT, key_problem, key_to_segment, parse_key, shown_key
 from kiln.query import Query, Selection
 from kiln.query.binder import bind
@@ -258,12 +266,22 @@ async def invoke(
             check_write(user, table, permission, data, replaces=method == "put")
         if getattr(handler, "__func__", None) in _OWN_WRITES:
             return await _call(handler, method, target, data)
-        async with transaction(user_name(target)):
-            return await _awaited(_call(handler, method, target, data))
+        try:
+            async with transaction(user_name(target)):
+                return await _awaited(_call(handler, method, target, data))
+        except UniqueTaken as taken:  # a write of the method's, committed with the transaction
+            raise _as_told(taken, target) from None
     result = _call(handler, method, target, data)  # reads: no extra coroutine on the hot path
     if inspect.iscoroutine(result) or isinstance(result, asyncio.Future):
         return await result
     return result
+
+
+def _as_told(taken: UniqueTaken, target: RequestTarget) -> Conflict:
+    """``taken`` as the user of ``target`` may hear it: without the record holding the
+    value when the user's role may not read the attribute (it would tell who has it)."""
+    readable = access_of(target.context.user, taken.table).readable
+    return taken if readable is None or taken.attribute in readable else taken.without_holder()
 
 
 def authorize(resource: Resource, method: str, target: RequestTarget) -> None:
@@ -656,10 +674,7 @@ class Table(Resource):
         try:
             return (await self.writer.execute([operation], user_name(target))).results
         except UniqueTaken as taken:
-            readable = self._access(target).readable
-            if readable is not None and taken.attribute not in readable:
-                raise taken.without_holder() from None  # which record holds it is hidden
-            raise
+            raise _as_told(taken, target) from None
 
     def parse_id(self, text: str) -> Key:
         """The key named by ``text``, of the primary key's type.

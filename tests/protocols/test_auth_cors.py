@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -13,7 +14,7 @@ from websockets.sync.client import connect
 
 from conftest import ADMIN_AUTH, KilnServer, free_port, write_app, ws_event
 from kiln.auth.cors import Cors
-from kiln.mqtt import MQTT_5, Connack, Connect, PacketReader, encode
+from kiln.mqtt import MQTT_5, Connack, Connect, PacketReader, Will, encode
 
 SCHEMA = """
 type Dog @table @export {
@@ -193,3 +194,47 @@ def test_trust_loopback_over_mqtt_websocket_needs_a_handshake_naming_this_machin
         connack = reader.next_packet()
     assert isinstance(connack, Connack)
     assert connack.reason_code == code
+
+
+@pytest.fixture(scope="module")
+def loopback_and_public(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilnServer]:
+    """Loopback trust on, and an ``anonymous`` role that may read dogs, not write them."""
+    root = tmp_path_factory.mktemp("loopback-public")
+    config = (
+        "authentication:\n  trustLoopback: true\n"
+        "roles:\n  anonymous:\n    data:\n      Dog: {read: true}\n"
+    )
+    server = KilnServer(write_app(root / "app", SCHEMA, config), root / "data", free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_rebound_pages_mqtt_will_is_not_published_as_a_super_user(
+    loopback_and_public: KilnServer,
+) -> None:
+    """A rebound page connects to MQTT over WebSocket as the anonymous role (its Host names
+    its own site), leaves a retained will on a record and drops the socket: the will is
+    checked as the CONNECT was, so the anonymous role may not write it."""
+    server = loopback_and_public
+    port = server.mqtt_ws_port
+    site = f"evil.example:{port}"
+    will = Will(topic="Dog/77", payload=b'{"name": "pwned"}', qos=1, retain=True)
+    hello = encode(Connect(protocol_level=MQTT_5, client_id="rebound-will", will=will), MQTT_5)
+    reader = PacketReader(max_packet_size=1 << 20, protocol_level=MQTT_5)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        connect(
+            f"ws://{site}/mqtt", sock=sock, subprotocols=["mqtt"], origin=f"http://{site}"
+        ) as websocket,
+    ):
+        websocket.send(hello)
+        reader.feed(websocket.recv(timeout=5))
+        connack = reader.next_packet()
+        assert isinstance(connack, Connack) and connack.reason_code == 0  # the anonymous role
+        sock.shutdown(socket.SHUT_RDWR)  # gone without DISCONNECT: the will is due
+    deadline = time.monotonic() + 3
+    while "will of 'rebound-will'" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "will of 'rebound-will'" in server.log(), server.log()
+    assert httpx.get(f"{server.url}/Dog/77").status_code == 404  # nothing was written

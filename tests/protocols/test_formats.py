@@ -234,15 +234,18 @@ def _doubling(levels: int) -> list[Any]:
     [
         (cbor2.dumps({"name": "Bomb", "extra": _doubling(40)}, value_sharing=True), 28),
         (cbor2.dumps({"name": "Bomb", "extra": ["y" * 60_000] * 150}, string_referencing=True), 25),
+        # a decimal fraction of a 400 KB number: seconds of quadratic arithmetic per body
+        (cbor2.dumps({"name": "Bomb", "extra": cbor2.CBORTag(4, [-3, 7**470_000])}), 4),
     ],
-    ids=["shared-values", "string-references"],
+    ids=["shared-values", "string-references", "decimal-fraction"],
 )
 def test_cbor_references_are_refused_before_they_expand(
     kiln_server: Any, http: httpx.Client, body: bytes, tag: int
 ) -> None:
     """A few hundred bytes of CBOR references stand for 2**40 values (shared values) or
-    gigabytes of text (string references): refused while decoding, with or without
-    credentials, and the server answers the next request at once."""
+    gigabytes of text (string references), and a fraction of huge numbers takes seconds
+    to compute: refused while decoding, with or without credentials, and the server
+    answers the next request at once."""
     dog_id = new_id()
     headers = {"content-type": CBOR_TYPE}
     with httpx.Client(base_url=kiln_server.url, timeout=10) as anonymous:

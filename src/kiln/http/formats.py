@@ -203,32 +203,39 @@ def _encode_cbor(value: Any, _columns: Columns = None) -> bytes:
     return _encode_cbor_value(value)
 
 
-_REFERENCE_TAGS = {
+_REFUSED_TAGS = {
     25: "a string reference",
     256: "string references",
     28: "a shared value",
     29: "a shared value",
+    4: "a decimal fraction",
+    5: "a bigfloat",
+    30: "a rational number",
+    35: "a regular expression",
+    36: "a MIME message",
 }
-"""CBOR tags that let a few bytes stand for a value sent earlier. Resolved, they would make a
-small body a huge value (a list holding itself twice per level doubles with each level), so
-they are refused while decoding, before anything walks the value."""
-
-
-def _refuse_reference(tag: int) -> Callable[..., Any]:
-    def refuse(*_args: Any) -> Any:
-        raise _Refused(
-            f"the body uses {_REFERENCE_TAGS[tag]} (CBOR tag {tag}), which kiln does not read; "
-            "send each value in full"
-        )
-
-    return refuse
+"""Tags cbor2 would decode at a cost out of proportion to their bytes: a reference to a value
+sent earlier (resolved, a few bytes become a huge value), a fraction of two huge numbers
+(computed in quadratic time), a pattern to compile or a message to parse. Refused while
+decoding, before anything is computed or walked. The other tags kiln does not read (a set,
+a UUID, an address, ...) decode cheaply and are refused after, naming where they are."""
 
 
 class _Refused(Exception):
     """A CBOR tag kiln refuses, raised while decoding (the message is the client's)."""
 
 
-_NO_REFERENCES = {tag: _refuse_reference(tag) for tag in _REFERENCE_TAGS}
+def _refuser(tag: int) -> Callable[..., Any]:
+    def refuse(*_args: Any) -> Any:
+        raise _Refused(
+            f"the body uses {_REFUSED_TAGS[tag]} (CBOR tag {tag}), which kiln does not read; "
+            "send each value in full, as JSON's types, a date (tag 0 or 1) or a bignum"
+        )
+
+    return refuse
+
+
+_ONLY_KILNS_TAGS = {tag: _refuser(tag) for tag in _REFUSED_TAGS}
 
 
 def _decode_cbor(body: bytes) -> Any:
@@ -236,7 +243,7 @@ def _decode_cbor(body: bytes) -> Any:
         raise BadRequest("the body is empty; send a CBOR map")
     stream = io.BytesIO(body)
     try:
-        value = cbor2.CBORDecoder(stream, semantic_decoders=_NO_REFERENCES).decode()
+        value = cbor2.CBORDecoder(stream, semantic_decoders=_ONLY_KILNS_TAGS).decode()
     except (cbor2.CBORDecodeError, ValueError, RecursionError) as error:
         refused = error.__cause__ if isinstance(error.__cause__, _Refused) else None
         if refused is not None:

@@ -30,13 +30,14 @@ from kiln.auth.access import unauthorized
 from kiln.auth.roles import User
 from kiln.errors import HTTPError, NotFound, TooManyRequests, Unauthorized
 from kiln.http.problems import as_http_error
+from kiln.mqtt.link import Link
 from kiln.mqtt.packets import Connect, Publish
 from kiln.mqtt.payloads import Payloads
 from kiln.mqtt.properties import NO_PROPERTIES, Properties, ReasonCode
 from kiln.query import Query
 from kiln.realtime import Event
 from kiln.realtime.bus import published_wire
-from kiln.resource import Context, RequestTarget, Resource, Table, invoke
+from kiln.resource import Context, RequestTarget, Resource, Table, authorize, invoke
 
 if TYPE_CHECKING:
     from kiln.app import App
@@ -233,9 +234,7 @@ class Broker:
         self._records: dict[str, Route] = {}
         self._records_of: Mapping[str, Resource] | None = None
 
-    async def authenticate(
-        self, connect: Connect, client: str, host: str | None = None
-    ) -> User | None:
+    async def authenticate(self, connect: Connect, client: str, host: str | None) -> User | None:
         """The user a CONNECT's user name and password prove: the one place MQTT meets
         kiln's authentication (:class:`~kiln.auth.authenticate.Authenticator`).
 
@@ -292,9 +291,11 @@ class Broker:
                 with contextlib.suppress(NotFound):  # the record (retained message) is gone
                     await invoke(route.resource, "delete", route.target)
             elif method == "put":
+                authorized = _authorize_before_decoding(route, "put")
                 value = self.payloads.decode(packet.payload, packet.properties.content_type)
-                await invoke(route.resource, "put", route.target, value)
+                await invoke(route.resource, "put", route.target, value, authorized=authorized)
             else:
+                authorized = _authorize_before_decoding(route, "publish")
                 value = None
                 if packet.payload:
                     value = self.payloads.decode(packet.payload, packet.properties.content_type)
@@ -307,7 +308,9 @@ class Broker:
                 )
                 token = published_wire.set((value, wire))
                 try:
-                    await invoke(route.resource, "publish", route.target, value)
+                    await invoke(
+                        route.resource, "publish", route.target, value, authorized=authorized
+                    )
                 finally:
                     published_wire.reset(token)
         except Exception as error:
@@ -326,17 +329,19 @@ class Broker:
             route = route._replace(target=route.target._replace(context=context))
         return route
 
-    async def publish_will(self, connect: Connect, client: str, client_id: str) -> None:
-        """Publish the will of ``connect`` as its client (``client_id`` at the address
-        ``client``) would now: with the rights its credentials give at this moment, not
+    async def publish_will(self, connect: Connect, link: Link, client_id: str) -> None:
+        """Publish the will of ``connect`` as its client (``client_id``, connected over
+        ``link``) would now: with the rights its credentials give at this moment, not
         those they gave at CONNECT. A removed user (or a changed password) publishes
-        nothing, a changed role what the new role allows; a refusal is logged.
+        nothing, a changed role what the new role allows; a refusal is logged. Without
+        credentials, loopback trust holds as it did for the CONNECT (the link's address
+        and ``Host``).
         """
         will = connect.will
         if will is None:
             return
         try:
-            user = await self.authenticate(connect, client)
+            user = await self.authenticate(connect, link.peer, link.host)
         except HTTPError as error:
             log.warning(
                 "the will of %r to %s was not published: its credentials were refused (%s)",
@@ -414,3 +419,17 @@ def _forwarded(properties: Properties) -> Properties:
         correlation_data=properties.correlation_data,
         user_properties=properties.user_properties,
     )
+
+
+def _authorize_before_decoding(route: Route, method: str) -> bool:
+    """Ask the permission hook of ``method`` before the payload is decoded, as REST asks it
+    before reading a body: a client that may not write costs nothing of what it sends.
+    False when the route has no such method (:func:`invoke` then refuses it).
+
+    Raises:
+        HTTPError: the hook said no.
+    """
+    if not callable(getattr(route.resource, method, None)):
+        return False
+    authorize(route.resource, method, route.target)
+    return True

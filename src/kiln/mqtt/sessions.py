@@ -34,6 +34,7 @@ from kiln.types import Version
 
 if TYPE_CHECKING:
     from kiln.mqtt.connection import Connection
+    from kiln.mqtt.link import Link
 
 log = logging.getLogger("kiln.mqtt")
 
@@ -184,12 +185,12 @@ class Sessions:
 
     Args:
         store: where persistent sessions are kept.
-        publish_will: publishes the will of a CONNECT (from the address, as the client id)
+        publish_will: publishes the will of a CONNECT (from the link, as the client id)
             with the rights its credentials give at that moment (the broker's).
     """
 
     def __init__(
-        self, store: SessionStore, publish_will: Callable[[Connect, str, str], Awaitable[None]]
+        self, store: SessionStore, publish_will: Callable[[Connect, Link, str], Awaitable[None]]
     ):
         self.store = store
         self._publish_will = publish_will
@@ -198,8 +199,8 @@ class Sessions:
         self.connections: dict[str, Connection] = {}
         self._dirty: set[str] = set()
         self._expiries: dict[str, asyncio.TimerHandle] = {}
-        self._wills: dict[str, tuple[asyncio.TimerHandle, Connect, str]] = {}
-        """Wills waiting out their delay: the timer, the CONNECT, the client's address."""
+        self._wills: dict[str, tuple[asyncio.TimerHandle, Connect, Link]] = {}
+        """Wills waiting out their delay: the timer, the CONNECT, the link it came over."""
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -280,13 +281,13 @@ class Sessions:
             delay = min(will.properties.will_delay_interval or 0, state.expiry_interval)
             if delay:
                 handle = loop.call_later(delay, self._will_due, client_id)
-                self._wills[client_id] = (handle, connect, connection.link.peer)
+                self._wills[client_id] = (handle, connect, connection.link)
         if state.persistent:
             await self.save(state)
         else:  # it may have been kept before a DISCONNECT set its expiry to 0
             await self._io(self.store.delete, client_id)
         if will is not None and not delay:
-            await self._publish_will(connect, connection.link.peer, client_id)
+            await self._publish_will(connect, connection.link, client_id)
 
     def mark_dirty(self, state: SessionState) -> None:
         """A persistent session's cursors or unacknowledged messages moved: write it soon."""
@@ -304,7 +305,7 @@ class Sessions:
             self._flusher.cancel()
         for handle in self._expiries.values():
             handle.cancel()
-        for handle, _connect, _client in self._wills.values():
+        for handle, _connect, _link in self._wills.values():
             handle.cancel()
         await self._flush()
         await self._io(self.store.close)
@@ -341,8 +342,8 @@ class Sessions:
     def _will_due(self, client_id: str) -> None:
         pending = self._wills.pop(client_id, None)
         if pending is not None:
-            _handle, connect, client = pending
-            self._background(self._publish_will(connect, client, client_id))
+            _handle, connect, link = pending
+            self._background(self._publish_will(connect, link, client_id))
 
     def _background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` in a task of its own, kept until it ends."""
