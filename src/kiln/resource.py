@@ -277,6 +277,21 @@ async def invoke(
     return result
 
 
+def authorize_first(resource: Resource, method: str, target: RequestTarget) -> bool:
+    """Ask the permission hook of ``method`` before a protocol reads or decodes the data
+    for it, so a client that may not write costs nothing of what it sends; pass the
+    result to :func:`invoke` as ``authorized``. False when ``resource`` has no such
+    method (:func:`invoke` then refuses it with 405).
+
+    Raises:
+        HTTPError: the hook said no, as :func:`authorize`.
+    """
+    if not callable(getattr(resource, method, None)):
+        return False
+    authorize(resource, method, target)
+    return True
+
+
 def _as_told(taken: UniqueTaken, target: RequestTarget) -> Conflict:
     """``taken`` as the user of ``target`` may hear it: without the record holding the
     value when the user's role may not read the attribute (it would tell who has it)."""

@@ -33,7 +33,7 @@ from kiln.errors import ConfigError
 from kiln.http.rest import RestHandler
 from kiln.mqtt.server import MqttServer, start_mqtt
 from kiln.resource import Resource, Table
-from kiln.storage.database import UnusableDatabase
+from kiln.storage.database import ForeignFiles, UnusableDatabase
 from kiln.workers import Crew, WriteLink
 
 log = logging.getLogger("kiln")
@@ -157,7 +157,7 @@ def data_folder_hint(error: OSError) -> str:
             "storage.mapSize (with http.workers above 1 every map takes 1 TiB), or raise "
             "the limit (ulimit -v)"
         )
-    if isinstance(error, UnusableDatabase) and error.foreign:
+    if isinstance(error, ForeignFiles):
         what = "move those files away, or choose a folder of kiln's own"
     elif isinstance(error, UnusableDatabase) and not error.errno:
         what = (

@@ -324,6 +324,8 @@ def test_unknown_topics_are_refused(kiln_server: KilnServer, v5: Paho, v3: Paho)
 def test_permission_hooks_are_asked(v5: Paho) -> None:
     assert v5.subscribe(f"Secret/{new_id()}") == [ReasonCode.NOT_AUTHORIZED]
     assert v5.publish(f"Secret/{new_id()}", b"{}", qos=1) == ReasonCode.NOT_AUTHORIZED
+    # asked before the payload is decoded: a refused client costs nothing of what it sends
+    assert v5.publish(f"Secret/{new_id()}", b"\xff not JSON", qos=1) == ReasonCode.NOT_AUTHORIZED
 
 
 def test_a_wildcard_first_level_skips_what_it_may_not_read(v5: Paho, http: httpx.Client) -> None:

@@ -41,7 +41,16 @@ from kiln.http.problems import as_http_error, problem_response
 from kiln.query import Query, parse_query
 from kiln.query.executor import Results
 from kiln.realtime import Event
-from kiln.resource import Context, RequestTarget, Resource, Response, Table, authorize, invoke
+from kiln.resource import (
+    Context,
+    RequestTarget,
+    Resource,
+    Response,
+    Table,
+    authorize,
+    authorize_first,
+    invoke,
+)
 from kiln.types import MATCH_NONE
 
 METHOD_OF = {
@@ -186,11 +195,7 @@ class RestHandler:
         data = None
         authorized = False
         if method not in READS and seam_method != "delete":
-            if callable(getattr(resource, seam_method, None)):  # else invoke answers 405
-                # Refused before the body is read or decoded: a request that may not
-                # write costs the server nothing of what it sends.
-                authorize(resource, seam_method, target)
-                authorized = True
+            authorized = authorize_first(resource, seam_method, target)
             reader = request_format(headers.get("content-type"))
             data = reader.decode(await self._read_body(scope, protocol))
         result = await invoke(resource, seam_method, target, data, authorized=authorized)

@@ -37,7 +37,7 @@ from kiln.mqtt.properties import NO_PROPERTIES, Properties, ReasonCode
 from kiln.query import Query
 from kiln.realtime import Event
 from kiln.realtime.bus import published_wire
-from kiln.resource import Context, RequestTarget, Resource, Table, authorize, invoke
+from kiln.resource import Context, RequestTarget, Resource, Table, authorize_first, invoke
 
 if TYPE_CHECKING:
     from kiln.app import App
@@ -291,11 +291,11 @@ class Broker:
                 with contextlib.suppress(NotFound):  # the record (retained message) is gone
                     await invoke(route.resource, "delete", route.target)
             elif method == "put":
-                authorized = _authorize_before_decoding(route, "put")
+                authorized = authorize_first(route.resource, "put", route.target)
                 value = self.payloads.decode(packet.payload, packet.properties.content_type)
                 await invoke(route.resource, "put", route.target, value, authorized=authorized)
             else:
-                authorized = _authorize_before_decoding(route, "publish")
+                authorized = authorize_first(route.resource, "publish", route.target)
                 value = None
                 if packet.payload:
                     value = self.payloads.decode(packet.payload, packet.properties.content_type)
@@ -419,17 +419,3 @@ def _forwarded(properties: Properties) -> Properties:
         correlation_data=properties.correlation_data,
         user_properties=properties.user_properties,
     )
-
-
-def _authorize_before_decoding(route: Route, method: str) -> bool:
-    """Ask the permission hook of ``method`` before the payload is decoded, as REST asks it
-    before reading a body: a client that may not write costs nothing of what it sends.
-    False when the route has no such method (:func:`invoke` then refuses it).
-
-    Raises:
-        HTTPError: the hook said no.
-    """
-    if not callable(getattr(route.resource, method, None)):
-        return False
-    authorize(route.resource, method, route.target)
-    return True

@@ -42,16 +42,12 @@ _ERRNO_OF = {os.strerror(number): number for number in errno.errorcode}
 
 class UnusableDatabase(OSError):
     """LMDB cannot open a database's folder (``filename``): the system refuses it
-    (``errno`` set), or its files are not LMDB's (``foreign``), or LMDB cannot read them
-    (another version's, or damaged: ``errno`` 0, not ``foreign``)."""
-
-    foreign = False
+    (``errno`` set), or its files are not LMDB's (:class:`ForeignFiles`), or LMDB cannot
+    read them (another version's, or damaged: ``errno`` 0)."""
 
 
 class ForeignFiles(UnusableDatabase):
     """A database's folder holds files that are not an LMDB environment."""
-
-    foreign = True
 
 
 def open_lmdb(path: Path, **options: object) -> lmdb.Environment:
